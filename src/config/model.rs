@@ -1,0 +1,242 @@
+//! The validated configuration: what the rest of mosaic reads.
+//!
+//! Every value here has been checked (see `validate.rs`): durations are
+//! positive, sizes parsed, backend references resolved, route templates
+//! compiled. Nothing downstream re-validates. `[defaults]` has already been
+//! merged into each backend.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::template::{PathTemplate, RouteTemplate};
+
+/// Default `server.listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// Default `admin.listen`.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default `server.max_body`: 1 MiB.
+pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
+/// Default `server.client_timeout`: time a client has to send its request headers.
+pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `server.shutdown_grace`: how long in-flight requests may run after SIGTERM.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default per-attempt `timeout`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(300);
+/// Default bulkhead size (`max_in_flight`).
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 512;
+/// Default `retries` for idempotent calls.
+pub const DEFAULT_RETRIES: u32 = 1;
+/// Default breaker threshold for `consecutive_failures`.
+pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
+/// Default `half_open_calls`.
+pub const DEFAULT_HALF_OPEN_CALLS: u32 = 1;
+/// Default cache capacity, in entries, per backend.
+pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
+/// Default Consul blocking-query `wait`.
+pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(30);
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `[server]`: the public listener.
+    pub server: ServerConfig,
+    /// `[admin]`: the operator listener.
+    pub admin: AdminConfig,
+    /// `[discovery.consul]`, when present.
+    pub consul: Option<ConsulConfig>,
+    /// `[backends.NAME]`, defaults merged in, by name (sorted).
+    pub backends: BTreeMap<String, Arc<BackendConfig>>,
+    /// `[[routes]]`, composed pages, in file order.
+    pub routes: Vec<Arc<RouteConfig>>,
+    /// `[[proxy]]`, plain proxy routes, in file order.
+    pub proxies: Vec<Arc<ProxyConfig>>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerConfig {
+    /// Address the gateway listens on.
+    pub listen: SocketAddr,
+    /// actix-web workers; `0` in the file means one per core, resolved here to a number ≥ 1.
+    pub workers: usize,
+    /// Largest request body (proxy) and service response body accepted, in bytes.
+    pub max_body: u64,
+    /// A client must send its full request headers within this time.
+    pub client_timeout: Duration,
+    /// Grace period for in-flight requests on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// `[admin]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminConfig {
+    /// Address of the admin listener (metrics, health, admin API).
+    pub listen: SocketAddr,
+    /// Bearer token for `/admin/*`; `None` when unset or empty.
+    pub token: Option<String>,
+}
+
+/// `[discovery.consul]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConsulConfig {
+    /// Base URL of the agent, e.g. `http://127.0.0.1:8500`.
+    pub address: String,
+    /// ACL token sent as `X-Consul-Token`; `None` when unset or empty.
+    pub token: Option<String>,
+    /// `dc` query parameter, when set.
+    pub datacenter: Option<String>,
+    /// Blocking-query wait (at most 10 minutes).
+    pub wait: Duration,
+}
+
+/// Where a backend's instances come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InstanceSource {
+    /// `instances = ["host:port", ...]`: a fixed list.
+    Static(Vec<String>),
+    /// `consul = { service, tag }`: followed through Consul.
+    Consul {
+        /// Consul service name.
+        service: String,
+        /// Only instances carrying this tag, when set.
+        tag: Option<String>,
+    },
+}
+
+/// One backend service, `[defaults]` merged in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    /// The name under `[backends.NAME]`.
+    pub name: String,
+    /// Static list or Consul service.
+    pub instances: InstanceSource,
+    /// Per-attempt timeout (headers and body).
+    pub timeout: Duration,
+    /// Bulkhead: calls in flight above this are rejected at once.
+    pub max_in_flight: usize,
+    /// Retries of idempotent calls, each on another instance.
+    pub retries: u32,
+    /// Circuit breaker policy.
+    pub breaker: BreakerConfig,
+    /// Response cache, when configured.
+    pub cache: Option<CacheConfig>,
+    /// Default response (already serialised as JSON), when configured.
+    pub default: Option<Bytes>,
+}
+
+/// `breaker = { ... }`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerConfig {
+    /// How failures are counted.
+    pub policy: BreakerPolicy,
+    /// How long the breaker stays open, per successive opening.
+    pub backoff: Backoff,
+    /// Trial calls let through at a time once the backoff ends.
+    pub half_open_calls: u32,
+}
+
+/// `breaker.policy` and its knobs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BreakerPolicy {
+    /// Open after `threshold` failures in a row.
+    ConsecutiveFailures {
+        /// Failures in a row that open the breaker.
+        threshold: u32,
+    },
+    /// Open when the success rate over `window` drops below `required_success_rate`.
+    SuccessRate {
+        /// Between 0 and 1.
+        required_success_rate: f64,
+        /// Calls needed in the window before the rate counts.
+        minimum_calls: u32,
+        /// The window (whole seconds, at least 1 s: failsafe truncates it).
+        window: Duration,
+    },
+}
+
+/// `breaker.backoff`: the open interval.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Backoff {
+    /// Always `delay`.
+    Constant {
+        /// The open interval.
+        delay: Duration,
+    },
+    /// `start`, doubling up to `max`.
+    Exponential {
+        /// First open interval.
+        start: Duration,
+        /// Cap.
+        max: Duration,
+    },
+    /// Exponential, half of it randomised.
+    EqualJittered {
+        /// First open interval.
+        start: Duration,
+        /// Cap.
+        max: Duration,
+    },
+    /// Exponential, all of it randomised.
+    FullJittered {
+        /// First open interval.
+        start: Duration,
+        /// Cap.
+        max: Duration,
+    },
+}
+
+/// `cache = { ttl, stale_if_error, max_entries }`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheConfig {
+    /// Fresh for this long after it was fetched.
+    pub ttl: Duration,
+    /// Then servable on error for this long.
+    pub stale_if_error: Duration,
+    /// Bound on the number of entries.
+    pub max_entries: u64,
+}
+
+/// `[[routes]]`: a composed page.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// The path template as written, e.g. `/products/{id}` (also the metrics label).
+    pub path: String,
+    /// Compiled matcher for the path.
+    pub template: RouteTemplate,
+    /// The page is answered no later than this after the request arrived.
+    pub deadline: Duration,
+    /// Sections in file order.
+    pub sections: Vec<SectionConfig>,
+}
+
+/// One section of a composed page.
+#[derive(Debug, Clone)]
+pub struct SectionConfig {
+    /// Member name in the page.
+    pub name: String,
+    /// Backend name (exists in `Config::backends`).
+    pub backend: String,
+    /// The service path as written, e.g. `/orders?product={id}`.
+    pub path: String,
+    /// Compiled service path; its parameters index into the route's parameters.
+    pub template: PathTemplate,
+    /// A required section that fails with nothing to serve fails the page.
+    pub required: bool,
+    /// Request headers passed to the service (lowercase names); part of the cache key.
+    pub forward_headers: Vec<String>,
+}
+
+/// `[[proxy]]`: plain request routing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyConfig {
+    /// Path prefix, matched at a segment boundary.
+    pub prefix: String,
+    /// Backend name (exists in `Config::backends`).
+    pub backend: String,
+    /// Replaces the prefix; `None` keeps the path as it is.
+    pub rewrite: Option<String>,
+}

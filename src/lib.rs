@@ -1,0 +1,27 @@
+//! mosaic: an edge API gateway that composes one page from many services
+//! and keeps serving, degraded and labelled, when they fail.
+//!
+//! # Layout
+//! - [`config`]: TOML → validated [`config::Config`]; every error with its TOML path.
+//! - [`template`]: route matching and safe service-path rendering.
+//! - [`edge`]: the actix-web listener: request ids, routing, composed pages, proxy routes.
+//! - [`coordinator`]: fans a page out to its sections and collects them under the deadline.
+//! - [`page`]: the page envelope (`_mosaic`), section sources and errors, status rules.
+//! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
+//!   cache, shared calls, load balancing, HTTP client and default response.
+//! - [`admin`]: the operator listener: metrics, health, admin API.
+//! - [`demo`]: the demo shop's seven services and `mosaic demo`.
+//!
+//! # The request path
+//! edge (match route, request id) → coordinator (one future per section, all
+//! at once, each bounded by the route deadline) → backend (cache → breaker →
+//! bulkhead → attempt(s) on this worker's connection pool → fallback) → page
+//! (section bodies embedded unchanged, `_mosaic` labels, status rules).
+//! Backend actors own each backend's state and publish it through `Arc`, so
+//! the request path never hops threads (see `backend/actor.rs`).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod template;
