@@ -23,5 +23,11 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
+pub mod backend;
 pub mod config;
+pub mod coordinator;
+pub mod edge;
+pub mod page;
+pub mod runtime;
 pub mod template;

@@ -1,0 +1,182 @@
+//! The admin listener: metrics, health and the admin API, on its own port
+//! (loopback by default) so that operators' calls never compete with, or
+//! get exposed next to, public traffic.
+
+pub mod metrics;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::http::header;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Deserialize;
+
+use crate::backend::actor::{ForceBreaker, GetStatus};
+use crate::backend::breaker::ForcedMode;
+use crate::config::AdminConfig;
+use crate::edge::Gateway;
+
+/// How often the Prometheus recorder's histograms are maintained.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+struct AdminState {
+    gateway: Arc<Gateway>,
+    token: Option<String>,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// Starts the admin listener on one worker.
+pub fn start(
+    gateway: Arc<Gateway>,
+    config: &AdminConfig,
+    metrics: Option<PrometheusHandle>,
+) -> io::Result<(SocketAddr, ServerHandle)> {
+    if let Some(handle) = metrics.clone() {
+        actix_rt::spawn(async move {
+            let mut every = tokio::time::interval(UPKEEP_EVERY);
+            loop {
+                every.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+    let state = web::Data::new(AdminState { gateway, token: config.token.clone(), metrics });
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/healthz", web::get().to(healthz))
+            .route("/readyz", web::get().to(readyz))
+            .route("/metrics", web::get().to(render_metrics))
+            .route("/admin/backends", web::get().to(backends))
+            .route("/admin/backends/{name}/breaker", web::post().to(force_breaker))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(config.listen)?;
+    let addr = server.addrs().first().copied().unwrap_or(config.listen);
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "admin listener failed");
+        }
+    });
+    Ok((addr, handle))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
+}
+
+async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+    let runtime = state.gateway.runtime();
+    let missing: Vec<&str> = runtime
+        .backends
+        .iter()
+        .filter(|(_, h)| h.backend.balancer.snapshot().is_empty())
+        .map(|(name, _)| name.as_str())
+        .collect();
+    if missing.is_empty() {
+        HttpResponse::Ok().json(serde_json::json!({ "ready": true }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "ready": false, "backends_without_instances": missing }))
+    }
+}
+
+async fn render_metrics(state: web::Data<AdminState>) -> HttpResponse {
+    match &state.metrics {
+        Some(handle) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
+            .body(handle.render()),
+        None => HttpResponse::ServiceUnavailable().body("metrics recorder not installed\n"),
+    }
+}
+
+/// Constant-time comparison of the bearer token.
+fn authorized(req: &HttpRequest, token: &Option<String>) -> bool {
+    let Some(expected) = token else { return true };
+    let Some(given) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return false;
+    };
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+        .json(serde_json::json!({ "error": "unauthorized" }))
+}
+
+async fn backends(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if !authorized(&req, &state.token) {
+        return unauthorized();
+    }
+    let runtime = state.gateway.runtime();
+    let mut list = Vec::with_capacity(runtime.backends.len());
+    for handle in runtime.backends.values() {
+        // Ask the owner; if it is restarting, read the shared state directly.
+        let status = match handle.actor.send(GetStatus).await {
+            Ok(Ok(status)) => status,
+            _ => handle.backend.status(),
+        };
+        let mut value = serde_json::to_value(&status).unwrap_or_default();
+        if let Some(obj) = value.as_object_mut() {
+            obj.insert(
+                "actor_restarts".into(),
+                handle.restarts.load(std::sync::atomic::Ordering::Relaxed).into(),
+            );
+        }
+        list.push(value);
+    }
+    HttpResponse::Ok().json(serde_json::json!({ "backends": list }))
+}
+
+#[derive(Deserialize)]
+struct BreakerBody {
+    state: String,
+}
+
+async fn force_breaker(
+    req: HttpRequest,
+    state: web::Data<AdminState>,
+    name: web::Path<String>,
+    body: web::Json<BreakerBody>,
+) -> HttpResponse {
+    if !authorized(&req, &state.token) {
+        return unauthorized();
+    }
+    let mode =
+        match body.state.as_str() {
+            "open" => ForcedMode::Open,
+            "closed" => ForcedMode::Closed,
+            "auto" => ForcedMode::Auto,
+            other => return HttpResponse::BadRequest().json(serde_json::json!({
+                "error": format!("state must be \"open\", \"closed\" or \"auto\", not {other:?}")
+            })),
+        };
+    let Some(handle) = state.gateway.backend(&name) else {
+        return HttpResponse::NotFound().json(serde_json::json!({ "error": "no such backend" }));
+    };
+    match handle.actor.send(ForceBreaker(mode)).await {
+        Ok(Ok(())) => {
+            HttpResponse::Ok().json(serde_json::json!({ "backend": *name, "state": body.state }))
+        }
+        _ => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "error": "backend actor restarting, try again" })),
+    }
+}

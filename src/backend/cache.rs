@@ -1,0 +1,132 @@
+//! The response cache of one backend: fresh for `ttl`, then servable as
+//! `stale` on error for `stale_if_error` more. Bounded (moka, `max_entries`).
+//!
+//! Freshness is judged with tokio's clock (so tests can pause time); moka's
+//! own time-to-live only evicts entries that can no longer be served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::config::CacheConfig;
+
+/// A cached 2xx answer.
+#[derive(Debug, Clone)]
+pub struct CachedResponse {
+    /// The service's status.
+    pub status: u16,
+    /// The JSON body, as received.
+    pub body: Bytes,
+    /// When it was fetched.
+    pub fetched_at: Instant,
+}
+
+/// What a lookup found.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// Younger than `ttl`: serve without a call.
+    Fresh(Arc<CachedResponse>),
+    /// Expired, but within `stale_if_error`: serve only if the call fails.
+    Stale(Arc<CachedResponse>),
+    /// Nothing servable.
+    Miss,
+}
+
+/// One backend's cache.
+pub struct ResponseCache {
+    entries: moka::sync::Cache<Arc<str>, Arc<CachedResponse>>,
+    ttl: Duration,
+    servable_for: Duration,
+}
+
+impl std::fmt::Debug for ResponseCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseCache").field("entries", &self.entries.entry_count()).finish()
+    }
+}
+
+impl ResponseCache {
+    /// A cache with the backend's policy.
+    pub fn new(config: &CacheConfig) -> Self {
+        let servable_for = config.ttl.saturating_add(config.stale_if_error);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(config.max_entries)
+            // A little beyond what can be served, so wall-clock and tokio-clock
+            // skew never evicts an entry that is still servable.
+            .time_to_live(servable_for.saturating_add(Duration::from_secs(1)))
+            .build();
+        Self { entries, ttl: config.ttl, servable_for }
+    }
+
+    /// Looks a key up and classifies it by age.
+    pub fn lookup(&self, key: &str) -> Lookup {
+        let Some(entry) = self.entries.get(key) else {
+            return Lookup::Miss;
+        };
+        let age = entry.fetched_at.elapsed();
+        if age < self.ttl {
+            Lookup::Fresh(entry)
+        } else if age < self.servable_for {
+            Lookup::Stale(entry)
+        } else {
+            Lookup::Miss
+        }
+    }
+
+    /// Stores a fresh answer.
+    pub fn insert(&self, key: Arc<str>, status: u16, body: Bytes) {
+        let entry = CachedResponse { status, body, fetched_at: Instant::now() };
+        self.entries.insert(key, Arc::new(entry));
+    }
+
+    /// Entries held (approximate, as moka counts).
+    pub fn len(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    /// True when nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> ResponseCache {
+        ResponseCache::new(&CacheConfig {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(3600),
+            max_entries: 100,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn fresh_then_stale_then_gone() {
+        let c = cache();
+        c.insert("k".into(), 200, Bytes::from_static(b"{}"));
+        assert!(matches!(c.lookup("k"), Lookup::Fresh(_)));
+        tokio::time::advance(Duration::from_secs(61)).await;
+        assert!(matches!(c.lookup("k"), Lookup::Stale(_)));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        assert!(matches!(c.lookup("k"), Lookup::Miss));
+        assert!(matches!(c.lookup("other"), Lookup::Miss));
+    }
+
+    #[test]
+    fn bounded() {
+        let c = ResponseCache::new(&CacheConfig {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::ZERO,
+            max_entries: 10,
+        });
+        for i in 0..1000 {
+            c.insert(format!("k{i}").into(), 200, Bytes::from_static(b"{}"));
+        }
+        assert!(c.len() <= 10, "held {}", c.len());
+    }
+}

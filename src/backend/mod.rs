@@ -1,0 +1,348 @@
+//! One back-end service: everything mosaic keeps about it and the call
+//! procedure of SPEC.md's "Failure handling, per section".
+//!
+//! [`Backend`] is the state, shared by every worker through `Arc`: instances
+//! and load balancing, breaker, bulkhead, cache, shared calls, default,
+//! counters and metric handles. Its supervised actor ([`actor`]) owns it:
+//! builds it from the configuration, changes it (instances, forced breaker)
+//! and reports on it. Requests use it directly on their own worker, so a
+//! call never waits for the actor or hops threads.
+//!
+//! A section call: fresh cache → breaker → bulkhead → attempts (per-attempt
+//! timeout, never past the deadline, retried on another instance for
+//! connect/timeout/5xx) → on failure stale, default or `null`.
+
+pub mod actor;
+pub mod balancer;
+pub mod breaker;
+pub mod bulkhead;
+pub mod cache;
+pub mod client;
+mod error;
+pub mod flight;
+mod stats;
+
+pub use error::FetchError;
+pub use stats::{BackendStats, BackendStatus};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use crate::config::{BackendConfig, InstanceSource};
+use crate::page::{SectionReply, Source};
+use balancer::Balancer;
+use breaker::Breaker;
+use bulkhead::Bulkhead;
+use cache::{Lookup, ResponseCache};
+use client::Fetched;
+use flight::{Flights, Role};
+
+/// A retry is not started with less time than this before the deadline.
+const MIN_RETRY_BUDGET: Duration = Duration::from_millis(5);
+
+/// What a section asks of its backend.
+#[derive(Debug, Clone)]
+pub struct CallSpec {
+    /// The rendered service path (and query).
+    pub path: String,
+    /// Headers to send: the request id and the section's `forward_headers`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The cache key, when the backend caches (see [`Backend::cache_key`]).
+    pub cache_key: Option<Arc<str>>,
+}
+
+/// One backend's shared state.
+#[derive(Debug)]
+pub struct Backend {
+    name: Arc<str>,
+    config: Arc<BackendConfig>,
+    /// Instances and round-robin.
+    pub balancer: Balancer,
+    /// Circuit breaker.
+    pub breaker: Breaker,
+    /// Calls in flight cap.
+    pub bulkhead: Bulkhead,
+    /// Response cache, when configured.
+    pub cache: Option<ResponseCache>,
+    flights: Arc<Flights>,
+    max_body: usize,
+    /// Counters and metric handles.
+    pub stats: BackendStats,
+}
+
+impl Backend {
+    /// Builds a backend from its configuration. `max_body` bounds response bodies.
+    pub fn new(config: Arc<BackendConfig>, max_body: u64) -> Arc<Self> {
+        let addresses = match &config.instances {
+            InstanceSource::Static(list) => list.clone(),
+            // Discovery fills these in; until then there is no instance.
+            InstanceSource::Consul { .. } => Vec::new(),
+        };
+        Arc::new(Self {
+            name: config.name.as_str().into(),
+            balancer: Balancer::new(&addresses),
+            breaker: Breaker::new(&config.name, &config.breaker),
+            bulkhead: Bulkhead::new(config.max_in_flight),
+            cache: config.cache.as_ref().map(ResponseCache::new),
+            flights: Arc::new(Flights::new(config.max_in_flight.max(1))),
+            max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
+            stats: BackendStats::new(&config.name),
+            config,
+        })
+    }
+
+    /// The backend's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &Arc<BackendConfig> {
+        &self.config
+    }
+
+    /// Largest response body accepted.
+    pub fn max_body(&self) -> usize {
+        self.max_body
+    }
+
+    /// The cache key of a call: the path and the forwarded header values, so
+    /// one user's answer is never served to another. `None` without a cache.
+    pub fn cache_key(&self, path: &str, headers: &[(HeaderName, HeaderValue)]) -> Option<Arc<str>> {
+        self.cache.as_ref()?;
+        let mut key = String::with_capacity(path.len() + 32);
+        key.push_str(path);
+        for (name, value) in headers {
+            if name == "x-request-id" || name == "traceparent" {
+                continue;
+            }
+            key.push('\n');
+            key.push_str(name.as_str());
+            key.push('=');
+            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+        }
+        Some(key.into())
+    }
+
+    /// A section's call, with every fallback, answered by `deadline`.
+    pub async fn fetch(self: &Arc<Self>, spec: CallSpec, deadline: Instant) -> SectionReply {
+        let started = Instant::now();
+        let mut stale = None;
+        if let (Some(cache), Some(key)) = (&self.cache, &spec.cache_key) {
+            match cache.lookup(key) {
+                Lookup::Fresh(entry) => {
+                    self.stats.cache_hit();
+                    return SectionReply {
+                        source: Source::Cache,
+                        status: Some(entry.status),
+                        body: Some(entry.body.clone()),
+                        error: None,
+                        age: Some(entry.fetched_at.elapsed()),
+                        elapsed: started.elapsed(),
+                    };
+                }
+                Lookup::Stale(entry) => stale = Some(entry),
+                Lookup::Miss => {}
+            }
+            self.stats.cache_miss();
+        }
+        let result = match spec.cache_key.clone() {
+            Some(key) if self.cache.is_some() => self.shared_call(key, spec, deadline).await,
+            _ => self.call(&spec.path, &spec.headers, deadline).await,
+        };
+        match result {
+            Ok(fetched) if fetched.is_success() => SectionReply {
+                source: Source::Live,
+                status: Some(fetched.status),
+                body: Some(fetched.body),
+                error: None,
+                age: None,
+                elapsed: started.elapsed(),
+            },
+            Ok(fetched) => SectionReply {
+                source: Source::Live,
+                status: Some(fetched.status),
+                body: None,
+                error: None,
+                age: None,
+                elapsed: started.elapsed(),
+            },
+            Err(error) => self.fallback(error, stale, started.elapsed()),
+        }
+    }
+
+    /// What to serve when the call failed or never happened: stale, default or null.
+    pub fn fallback(
+        &self,
+        error: FetchError,
+        stale: Option<Arc<cache::CachedResponse>>,
+        elapsed: Duration,
+    ) -> SectionReply {
+        if let Some(entry) = stale {
+            return SectionReply {
+                source: Source::Stale,
+                status: Some(entry.status),
+                body: Some(entry.body.clone()),
+                error: Some(error),
+                age: Some(entry.fetched_at.elapsed()),
+                elapsed,
+            };
+        }
+        if let Some(default) = &self.config.default {
+            return SectionReply {
+                source: Source::Default,
+                status: None,
+                body: Some(default.clone()),
+                error: Some(error),
+                age: None,
+                elapsed,
+            };
+        }
+        SectionReply::none(error, elapsed)
+    }
+
+    /// The fallback for a section whose time ran out, looked up afresh.
+    pub fn fallback_for_key(
+        &self,
+        error: FetchError,
+        key: Option<&str>,
+        elapsed: Duration,
+    ) -> SectionReply {
+        let stale = match (&self.cache, key) {
+            (Some(cache), Some(key)) => match cache.lookup(key) {
+                Lookup::Fresh(e) | Lookup::Stale(e) => Some(e),
+                Lookup::Miss => None,
+            },
+            _ => None,
+        };
+        self.fallback(error, stale, elapsed)
+    }
+
+    async fn shared_call(
+        self: &Arc<Self>,
+        key: Arc<str>,
+        spec: CallSpec,
+        deadline: Instant,
+    ) -> Result<Fetched, FetchError> {
+        let slot = match self.flights.join(&key) {
+            Role::Follow(slot) => slot,
+            Role::Alone => {
+                let result = self.call(&spec.path, &spec.headers, deadline).await;
+                self.store(&key, &result);
+                return result;
+            }
+            Role::Lead(lead) => {
+                let slot = lead.subscribe();
+                let backend = self.clone();
+                // Its own task: the call completes and fills the cache even if
+                // this request goes away; the lead publishes to every waiter.
+                actix_rt::spawn(async move {
+                    let result = backend.call(&spec.path, &spec.headers, deadline).await;
+                    backend.store(&key, &result);
+                    lead.publish(result);
+                });
+                slot
+            }
+        };
+        flight::wait(slot).await
+    }
+
+    fn store(&self, key: &Arc<str>, result: &Result<Fetched, FetchError>) {
+        if let (Some(cache), Ok(fetched)) = (&self.cache, result) {
+            if fetched.is_success() {
+                cache.insert(key.clone(), fetched.status, fetched.body.clone());
+            }
+        }
+    }
+
+    /// The attempts of one idempotent GET: breaker, bulkhead, per-attempt
+    /// timeout, retries on other instances while the deadline allows.
+    pub async fn call(
+        &self,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        deadline: Instant,
+    ) -> Result<Fetched, FetchError> {
+        let instances = self.balancer.snapshot();
+        if instances.is_empty() {
+            self.stats.rejected(FetchError::NoInstances);
+            return Err(FetchError::NoInstances);
+        }
+        let Some(mut permit) = self.breaker.try_acquire() else {
+            self.stats.rejected(FetchError::CircuitOpen);
+            return Err(FetchError::CircuitOpen);
+        };
+        let Some(_slot) = self.bulkhead.try_enter() else {
+            self.stats.rejected(FetchError::Rejected);
+            return Err(FetchError::Rejected);
+        };
+        let mut retries_left = if instances.len() > 1 { self.config.retries } else { 0 };
+        let mut previous = None;
+        loop {
+            let Some(index) = self.balancer.pick(&instances, previous) else {
+                self.stats.rejected(FetchError::NoInstances);
+                return Err(FetchError::NoInstances);
+            };
+            let url = format!("{}{}", instances[index].base_url, path);
+            let result = self.attempt(&url, headers, deadline).await;
+            let fault = matches!(&result, Err(e) if e.is_upstream_fault());
+            self.breaker.record(permit, fault);
+            let error = match result {
+                Ok(fetched) => return Ok(fetched),
+                Err(error) => error,
+            };
+            let time_left = deadline.saturating_duration_since(Instant::now());
+            if !error.is_retryable() || retries_left == 0 || time_left < MIN_RETRY_BUDGET {
+                return Err(error);
+            }
+            // Every attempt needs the breaker's permission; if this failure
+            // opened it, report the failure rather than `circuit_open`.
+            permit = match self.breaker.try_acquire() {
+                Some(p) => p,
+                None => return Err(error),
+            };
+            retries_left -= 1;
+            previous = Some(index);
+            self.stats.retry();
+        }
+    }
+
+    /// One attempt, bounded by `timeout` and by the deadline.
+    async fn attempt(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        deadline: Instant,
+    ) -> Result<Fetched, FetchError> {
+        let started = Instant::now();
+        let timeout_at = started + self.config.timeout;
+        let (limit, on_expiry) = if deadline < timeout_at {
+            (deadline, FetchError::Deadline)
+        } else {
+            (timeout_at, FetchError::Timeout)
+        };
+        let result = tokio::time::timeout_at(limit, client::get_json(url, headers, self.max_body))
+            .await
+            .unwrap_or(Err(on_expiry));
+        self.stats.attempt(&result, started.elapsed());
+        result
+    }
+
+    /// A snapshot for the admin API.
+    pub fn status(&self) -> BackendStatus {
+        BackendStatus {
+            name: self.name.to_string(),
+            instances: self.balancer.snapshot().iter().map(|i| i.address.clone()).collect(),
+            breaker: self.breaker.effective_state().as_str(),
+            breaker_since_unix_ms: self.breaker.since_unix_ms(),
+            in_flight: self.bulkhead.in_flight(),
+            successes: self.stats.successes(),
+            failures: self.stats.failures(),
+            rejections: self.stats.rejections(),
+            cache_entries: self.cache.as_ref().map_or(0, |c| c.len()),
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! Counters and metric handles of one backend.
+//!
+//! Metric handles are registered once, when the backend is built, so the
+//! request path only bumps atomics (no registry lookup per call).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::{Counter, Histogram};
+use serde::Serialize;
+
+use super::client::Fetched;
+use super::error::FetchError;
+
+/// Counters of one backend.
+#[derive(Debug)]
+pub struct BackendStats {
+    successes: AtomicU64,
+    failures: AtomicU64,
+    rejections: AtomicU64,
+    outcome_success: Counter,
+    outcome_client_error: Counter,
+    outcome_error: [Counter; FetchError::ALL.len()],
+    duration: Histogram,
+    retries: Counter,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+/// `GET /admin/backends` entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    /// Backend name.
+    pub name: String,
+    /// `host:port` of each instance.
+    pub instances: Vec<String>,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: &'static str,
+    /// When the breaker last changed state (Unix ms).
+    pub breaker_since_unix_ms: u64,
+    /// Calls in flight.
+    pub in_flight: usize,
+    /// Attempts answered (2xx or 4xx).
+    pub successes: u64,
+    /// Attempts that failed upstream.
+    pub failures: u64,
+    /// Calls refused by breaker, bulkhead or lack of instances.
+    pub rejections: u64,
+    /// Cached entries.
+    pub cache_entries: u64,
+}
+
+impl BackendStats {
+    /// Registers the backend's metric series.
+    pub fn new(backend: &str) -> Self {
+        let outcome = |name: &'static str| metrics::counter!("mosaic_backend_requests_total", "backend" => backend.to_string(), "outcome" => name);
+        Self {
+            successes: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            rejections: AtomicU64::new(0),
+            outcome_success: outcome("success"),
+            outcome_client_error: outcome("client_error"),
+            outcome_error: FetchError::ALL.map(|e| outcome(e.as_str())),
+            duration: metrics::histogram!("mosaic_backend_duration_seconds", "backend" => backend.to_string()),
+            retries: metrics::counter!("mosaic_backend_retries_total", "backend" => backend.to_string()),
+            cache_hits: metrics::counter!("mosaic_cache_hits_total", "backend" => backend.to_string()),
+            cache_misses: metrics::counter!("mosaic_cache_misses_total", "backend" => backend.to_string()),
+        }
+    }
+
+    /// Records one attempt.
+    pub fn attempt(&self, result: &Result<Fetched, FetchError>, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        match result {
+            Ok(f) if f.status >= 400 => {
+                self.successes.fetch_add(1, Ordering::Relaxed);
+                self.outcome_client_error.increment(1);
+            }
+            Ok(_) => {
+                self.successes.fetch_add(1, Ordering::Relaxed);
+                self.outcome_success.increment(1);
+            }
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                self.error(*e);
+            }
+        }
+    }
+
+    /// Records a call refused before any attempt.
+    pub fn rejected(&self, error: FetchError) {
+        self.rejections.fetch_add(1, Ordering::Relaxed);
+        self.error(error);
+    }
+
+    fn error(&self, error: FetchError) {
+        if let Some(i) = FetchError::ALL.iter().position(|e| *e == error) {
+            self.outcome_error[i].increment(1);
+        }
+    }
+
+    /// Records a retry.
+    pub fn retry(&self) {
+        self.retries.increment(1);
+    }
+
+    /// Records a fresh cache hit.
+    pub fn cache_hit(&self) {
+        self.cache_hits.increment(1);
+    }
+
+    /// Records a cache miss (or stale entry).
+    pub fn cache_miss(&self) {
+        self.cache_misses.increment(1);
+    }
+
+    /// Attempts answered.
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
+
+    /// Attempts failed upstream.
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// Calls refused.
+    pub fn rejections(&self) -> u64 {
+        self.rejections.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,349 @@
+//! Proxy routes (`[[proxy]]`): any method, bodies streamed both ways.
+//!
+//! The backend's breaker, bulkhead and per-attempt timeout apply (the timeout
+//! bounds the wait for the response headers). Hop-by-hop headers are dropped
+//! and `X-Forwarded-*` set. Request bodies over `max_body` get 413, whether
+//! announced by `Content-Length` or discovered while streaming. Only
+//! idempotent requests without a body are retried on another instance.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use actix_web::body::SizedStream;
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use awc::error::PayloadError;
+use futures_util::StreamExt;
+use tokio::time::Instant;
+
+use super::error_response;
+use crate::backend::client::{classify_send_error, worker_client};
+use crate::backend::{Backend, FetchError};
+use crate::coordinator::X_REQUEST_ID;
+use crate::runtime::ProxyRuntime;
+
+/// Whether `path` falls under `prefix`, at a segment boundary:
+/// `/api/cart/` matches `/api/cart` and `/api/cart/x`, never `/api/cartoon`.
+pub fn matches(prefix: &str, path: &str) -> bool {
+    let base = prefix.trim_end_matches('/');
+    match path.strip_prefix(base) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// The service path: the prefix replaced by `rewrite` (if any), query kept.
+pub fn target_path(prefix: &str, rewrite: Option<&str>, path: &str, query: &str) -> String {
+    let base = prefix.trim_end_matches('/');
+    let rest = path.strip_prefix(base).unwrap_or(path);
+    let mut out = match rewrite {
+        Some(rewrite) => format!("{}{}", rewrite.trim_end_matches('/'), rest),
+        None => path.to_string(),
+    };
+    if out.is_empty() {
+        out.push('/');
+    }
+    if !query.is_empty() {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// `.` or `..` segments, raw or percent-encoded: refused, so a prefix can
+/// never be escaped on a backend that normalises paths.
+pub fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
+        decoded == b"." || decoded == b".."
+    })
+}
+
+fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    ) || connection_listed.iter().any(|c| c == name.as_str())
+}
+
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn proxy_error(status: StatusCode, error: FetchError, backend: &str) -> HttpResponse {
+    let body = serde_json::json!({ "error": error.as_str(), "backend": backend });
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .body(body.to_string())
+}
+
+fn status_for(error: FetchError) -> StatusCode {
+    match error {
+        FetchError::CircuitOpen | FetchError::Rejected | FetchError::NoInstances => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        FetchError::Timeout | FetchError::Deadline => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// Releases a bulkhead slot when the response body is done (or dropped).
+struct InFlight(Arc<Backend>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.bulkhead.release();
+    }
+}
+
+/// Forwards one request.
+pub async fn forward(
+    req: &HttpRequest,
+    payload: web::Payload,
+    proxy: &ProxyRuntime,
+    request_id: &HeaderValue,
+    max_body: u64,
+) -> HttpResponse {
+    let backend = &proxy.backend;
+    let name = backend.name();
+    let path = req.uri().path();
+    if has_dot_segment(path) {
+        return error_response(StatusCode::BAD_REQUEST, "bad_request", Some("dot segment in path"));
+    }
+    let declared_len = match req.headers().get(header::CONTENT_LENGTH) {
+        Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
+            Some(n) => Some(n),
+            None => {
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    Some("bad content-length"),
+                )
+            }
+        },
+        None => None,
+    };
+    if declared_len.is_some_and(|n| n > max_body) {
+        return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None);
+    }
+    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let has_body = chunked || declared_len.is_some_and(|n| n > 0);
+    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let target = target_path(
+        &proxy.config.prefix,
+        proxy.config.rewrite.as_deref(),
+        path,
+        req.uri().query().unwrap_or(""),
+    );
+
+    let instances = backend.balancer.snapshot();
+    if instances.is_empty() {
+        backend.stats.rejected(FetchError::NoInstances);
+        return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::NoInstances, name);
+    }
+    let Some(mut permit) = backend.breaker.try_acquire() else {
+        backend.stats.rejected(FetchError::CircuitOpen);
+        return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::CircuitOpen, name);
+    };
+    if !backend.bulkhead.try_acquire() {
+        backend.stats.rejected(FetchError::Rejected);
+        return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::Rejected, name);
+    }
+    let in_flight = InFlight(backend.clone());
+
+    let listed = connection_listed(req.headers());
+    let mut headers = HeaderMap::new();
+    for (name, value) in req.headers() {
+        if name == header::HOST || name == header::CONTENT_LENGTH || is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        headers.append(name.clone(), value.clone());
+    }
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(previous) if !peer.is_empty() => format!("{previous}, {peer}"),
+        Some(previous) => previous.to_string(),
+        None => peer,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
+    }
+    let scheme = req.connection_info().scheme().to_string();
+    if let Ok(v) = HeaderValue::from_str(&scheme) {
+        headers.insert(HeaderName::from_static("x-forwarded-proto"), v);
+    }
+    if let Some(host) = req.headers().get(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let client = worker_client();
+    let timeout = backend.config().timeout;
+    let mut retries_left =
+        if idempotent && !has_body && instances.len() > 1 { backend.config().retries } else { 0 };
+    let mut payload = Some(payload);
+    let overflowed = Rc::new(Cell::new(false));
+    let mut previous = None;
+    loop {
+        let Some(index) = backend.balancer.pick(&instances, previous) else {
+            return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::NoInstances, name);
+        };
+        let url = format!("{}{}", instances[index].base_url, target);
+        let mut request = client.request(req.method().clone(), url);
+        for (name, value) in &headers {
+            request = request.append_header((name.clone(), value.clone()));
+        }
+        let started = Instant::now();
+        let send = match (has_body, payload.take()) {
+            (true, Some(body)) => {
+                let limited = limit_body(body, max_body, overflowed.clone());
+                match declared_len {
+                    Some(len) => request.send_body(SizedStream::new(len, limited)),
+                    None => request.send_stream(limited),
+                }
+            }
+            _ => request.send(),
+        };
+        let result = tokio::time::timeout(timeout, send).await;
+        let outcome = match result {
+            Err(_) => Err(FetchError::Timeout),
+            Ok(Err(e)) => Err(classify_send_error(e)),
+            Ok(Ok(response)) if response.status().is_server_error() => Ok((response, true)),
+            Ok(Ok(response)) => Ok((response, false)),
+        };
+        if overflowed.get() {
+            // The client's fault, not the backend's: record nothing.
+            drop(permit);
+            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None);
+        }
+        let fault = match &outcome {
+            Err(e) => e.is_upstream_fault(),
+            Ok((_, server_error)) => *server_error,
+        };
+        backend.breaker.record(permit, fault);
+        let retryable = match &outcome {
+            Err(e) => e.is_retryable(),
+            Ok((_, server_error)) => *server_error,
+        };
+        let stats_result = match &outcome {
+            Err(e) => Err(*e),
+            Ok((_, true)) => Err(FetchError::Status5xx),
+            Ok((r, false)) => Ok(crate::backend::client::Fetched {
+                status: r.status().as_u16(),
+                body: bytes::Bytes::new(),
+            }),
+        };
+        backend.stats.attempt(&stats_result, started.elapsed());
+        if retryable && retries_left > 0 {
+            if let Some(p) = backend.breaker.try_acquire() {
+                permit = p;
+                retries_left -= 1;
+                previous = Some(index);
+                backend.stats.retry();
+                continue;
+            }
+        }
+        let (response, _) = match outcome {
+            Ok(ok) => ok,
+            Err(error) => return proxy_error(status_for(error), error, name),
+        };
+        return relay(response, in_flight);
+    }
+}
+
+/// Streams the service's answer back, hop-by-hop headers dropped.
+fn relay<S>(response: awc::ClientResponse<S>, in_flight: InFlight) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, PayloadError>> + Unpin + 'static,
+{
+    let status = response.status();
+    let listed = connection_listed(response.headers());
+    let length = response
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse::<u64>().ok());
+    let mut builder = HttpResponse::build(status);
+    for (name, value) in response.headers() {
+        if name == header::CONTENT_LENGTH || is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        builder.append_header((name.clone(), value.clone()));
+    }
+    // The bulkhead slot is held until the body has been relayed.
+    let body = response.map(move |chunk| {
+        let _hold = &in_flight;
+        chunk
+    });
+    match length {
+        Some(len) => builder.body(SizedStream::new(len, body)),
+        None => builder.streaming(body),
+    }
+}
+
+fn limit_body(
+    payload: web::Payload,
+    max_body: u64,
+    overflowed: Rc<Cell<bool>>,
+) -> impl futures_util::Stream<Item = Result<bytes::Bytes, PayloadError>> + 'static {
+    let mut seen: u64 = 0;
+    payload.map(move |chunk| {
+        let chunk = chunk.map_err(|_| PayloadError::Incomplete(None))?;
+        seen += chunk.len() as u64;
+        if seen > max_body {
+            overflowed.set(true);
+            return Err(PayloadError::Overflow);
+        }
+        Ok(chunk)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_matches_at_segment_boundary() {
+        assert!(matches("/api/cart/", "/api/cart/x"));
+        assert!(matches("/api/cart/", "/api/cart"));
+        assert!(matches("/api/cart", "/api/cart/x/y"));
+        assert!(!matches("/api/cart/", "/api/cartoon"));
+        assert!(!matches("/api/cart", "/api/cartoon"));
+        assert!(matches("/", "/anything"));
+    }
+
+    #[test]
+    fn rewrite_replaces_prefix_and_keeps_query() {
+        assert_eq!(
+            target_path("/api/cart/", Some("/cart/"), "/api/cart/items", "a=1"),
+            "/cart/items?a=1"
+        );
+        assert_eq!(target_path("/api/cart/", Some("/cart/"), "/api/cart", ""), "/cart");
+        assert_eq!(target_path("/api/", None, "/api/x", ""), "/api/x");
+        assert_eq!(target_path("/api/", Some("/"), "/api", ""), "/");
+    }
+
+    #[test]
+    fn dot_segments_detected() {
+        assert!(has_dot_segment("/api/cart/../admin"));
+        assert!(has_dot_segment("/api/cart/%2e%2E/admin"));
+        assert!(has_dot_segment("/api/./x"));
+        assert!(!has_dot_segment("/api/cart/...x/a.b"));
+    }
+}

@@ -1,0 +1,264 @@
+//! The page envelope of SPEC.md: section bodies embedded unchanged, the
+//! `_mosaic` member that labels each section, and the status rules.
+//!
+//! Bodies were validated as JSON when they arrived, so the page is written
+//! by concatenation: nothing is parsed or re-serialised here.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::backend::FetchError;
+
+/// Where a section's body came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Source {
+    /// This request's call, or a call shared with concurrent requests.
+    Live,
+    /// A fresh cache entry; no call was made.
+    Cache,
+    /// The call failed; an expired entry within `stale_if_error`.
+    Stale,
+    /// The call failed; the backend's configured default.
+    Default,
+    /// Nothing to serve: the section is `null`.
+    None,
+}
+
+impl Source {
+    /// Every source, for metrics.
+    pub const ALL: [Source; 5] =
+        [Source::Live, Source::Cache, Source::Stale, Source::Default, Source::None];
+
+    /// The name in `_mosaic.sections.*.source`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Live => "live",
+            Source::Cache => "cache",
+            Source::Stale => "stale",
+            Source::Default => "default",
+            Source::None => "none",
+        }
+    }
+}
+
+/// What one section ended up with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SectionReply {
+    /// Where the body came from.
+    pub source: Source,
+    /// The service's status (live and cached answers).
+    pub status: Option<u16>,
+    /// The JSON body, or `None` for `null`.
+    pub body: Option<Bytes>,
+    /// The fault, when the call failed or was not made.
+    pub error: Option<FetchError>,
+    /// Age of a cached or stale body.
+    pub age: Option<Duration>,
+    /// Time spent on this section.
+    pub elapsed: Duration,
+}
+
+impl SectionReply {
+    /// A section that failed with nothing to serve.
+    pub fn none(error: FetchError, elapsed: Duration) -> Self {
+        Self {
+            source: Source::None,
+            status: None,
+            body: None,
+            error: Some(error),
+            age: None,
+            elapsed,
+        }
+    }
+
+    /// `live` or `cache` with no error.
+    pub fn is_complete(&self) -> bool {
+        matches!(self.source, Source::Live | Source::Cache) && self.error.is_none()
+    }
+}
+
+/// What the edge sends back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    /// HTTP status of the page.
+    pub status: u16,
+    /// Every section live or fresh from cache, none failed.
+    pub complete: bool,
+    /// The JSON document.
+    pub body: Bytes,
+}
+
+/// A section's name as it will be written (`"name":`), precomputed per route.
+#[derive(Debug, Clone)]
+pub struct SectionLabel {
+    /// The JSON-escaped, quoted name followed by `:`.
+    pub key: String,
+    /// Whether the page fails without it.
+    pub required: bool,
+}
+
+impl SectionLabel {
+    /// The label of a section.
+    pub fn new(name: &str, required: bool) -> Self {
+        let quoted = serde_json::to_string(name).unwrap_or_else(|_| "\"?\"".to_string());
+        Self { key: format!("{quoted}:"), required }
+    }
+}
+
+/// The page status: 200 unless a required section lacks a body. Then a 4xx
+/// answer passes through, a timeout or deadline gives 504, anything else 502;
+/// the first failing required section in config order decides.
+pub fn page_status(labels: &[SectionLabel], replies: &[SectionReply]) -> u16 {
+    for (label, reply) in labels.iter().zip(replies) {
+        if !label.required || reply.body.is_some() {
+            continue;
+        }
+        if let Some(status) = reply.status.filter(|s| (400..500).contains(s)) {
+            return status;
+        }
+        return match reply.error {
+            Some(e) if e.is_time() => 504,
+            _ => 502,
+        };
+    }
+    200
+}
+
+/// Writes the page: sections in config order, then `_mosaic`.
+pub fn assemble(labels: &[SectionLabel], replies: &[SectionReply], elapsed: Duration) -> Page {
+    let complete = replies.iter().all(SectionReply::is_complete);
+    let status = page_status(labels, replies);
+    let bodies: usize = replies.iter().map(|r| r.body.as_ref().map_or(4, |b| b.len())).sum();
+    let mut out = BytesMut::with_capacity(bodies + labels.len() * 80 + 64);
+    out.put_u8(b'{');
+    for (label, reply) in labels.iter().zip(replies) {
+        out.put_slice(label.key.as_bytes());
+        match &reply.body {
+            Some(body) => out.put_slice(body),
+            None => out.put_slice(b"null"),
+        }
+        out.put_u8(b',');
+    }
+    let mut meta = String::with_capacity(labels.len() * 64 + 48);
+    let _ = write!(
+        meta,
+        "\"_mosaic\":{{\"complete\":{complete},\"elapsed_ms\":{},\"sections\":{{",
+        elapsed.as_millis()
+    );
+    for (i, (label, reply)) in labels.iter().zip(replies).enumerate() {
+        if i > 0 {
+            meta.push(',');
+        }
+        meta.push_str(&label.key);
+        write_meta(&mut meta, reply);
+    }
+    meta.push_str("}}}");
+    out.put_slice(meta.as_bytes());
+    Page { status, complete, body: out.freeze() }
+}
+
+fn write_meta(out: &mut String, reply: &SectionReply) {
+    let _ = write!(out, "{{\"source\":\"{}\"", reply.source.as_str());
+    if let Some(status) = reply.status {
+        let _ = write!(out, ",\"status\":{status}");
+    }
+    if reply.source != Source::Cache {
+        let _ = write!(out, ",\"ms\":{}", reply.elapsed.as_millis());
+    }
+    if let Some(age) = reply.age {
+        let _ = write!(out, ",\"age_ms\":{}", age.as_millis());
+    }
+    if let Some(error) = reply.error {
+        let _ = write!(out, ",\"error\":\"{}\"", error.as_str());
+    }
+    out.push('}');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn live(body: &'static str) -> SectionReply {
+        SectionReply {
+            source: Source::Live,
+            status: Some(200),
+            body: Some(Bytes::from_static(body.as_bytes())),
+            error: None,
+            age: None,
+            elapsed: Duration::from_millis(12),
+        }
+    }
+
+    fn labels() -> Vec<SectionLabel> {
+        vec![SectionLabel::new("product", true), SectionLabel::new("price", false)]
+    }
+
+    #[test]
+    fn complete_page_embeds_bodies_unchanged() {
+        let page = assemble(
+            &labels(),
+            &[live("{\"id\": \"42\"}"), live("[1, 2]")],
+            Duration::from_millis(15),
+        );
+        assert_eq!(page.status, 200);
+        assert!(page.complete);
+        let text = std::str::from_utf8(&page.body).expect("utf8");
+        assert!(text.starts_with("{\"product\":{\"id\": \"42\"},\"price\":[1, 2],"), "{text}");
+        let v: serde_json::Value = serde_json::from_slice(&page.body).expect("valid JSON");
+        assert_eq!(v["_mosaic"]["complete"], true);
+        assert_eq!(v["_mosaic"]["elapsed_ms"], 15);
+        assert_eq!(v["_mosaic"]["sections"]["product"]["source"], "live");
+        assert_eq!(v["_mosaic"]["sections"]["product"]["status"], 200);
+        assert_eq!(v["_mosaic"]["sections"]["product"]["ms"], 12);
+    }
+
+    #[test]
+    fn degraded_optional_section_keeps_200_and_labels_it() {
+        let stale = SectionReply {
+            source: Source::Stale,
+            status: Some(200),
+            body: Some(Bytes::from_static(b"{\"amount\":1}")),
+            error: Some(FetchError::Timeout),
+            age: Some(Duration::from_millis(41_000)),
+            elapsed: Duration::from_millis(300),
+        };
+        let page = assemble(&labels(), &[live("{}"), stale], Duration::from_millis(301));
+        assert_eq!(page.status, 200);
+        assert!(!page.complete);
+        let v: serde_json::Value = serde_json::from_slice(&page.body).expect("valid JSON");
+        assert_eq!(v["_mosaic"]["sections"]["price"]["source"], "stale");
+        assert_eq!(v["_mosaic"]["sections"]["price"]["age_ms"], 41_000);
+        assert_eq!(v["_mosaic"]["sections"]["price"]["error"], "timeout");
+        assert_eq!(v["price"]["amount"], 1);
+    }
+
+    #[test]
+    fn status_rules() {
+        let none = |e| SectionReply::none(e, Duration::ZERO);
+        let four = |s| SectionReply { status: Some(s), body: None, ..live("{}") };
+        let l = labels();
+        assert_eq!(page_status(&l, &[none(FetchError::Timeout), live("{}")]), 504);
+        assert_eq!(page_status(&l, &[none(FetchError::Deadline), live("{}")]), 504);
+        assert_eq!(page_status(&l, &[none(FetchError::Connect), live("{}")]), 502);
+        assert_eq!(page_status(&l, &[none(FetchError::CircuitOpen), live("{}")]), 502);
+        assert_eq!(page_status(&l, &[four(404), live("{}")]), 404);
+        assert_eq!(page_status(&l, &[live("{}"), four(404)]), 200);
+        assert_eq!(page_status(&l, &[live("{}"), none(FetchError::Connect)]), 200);
+        let both = vec![SectionLabel::new("a", true), SectionLabel::new("b", true)];
+        assert_eq!(
+            page_status(&both, &[none(FetchError::Connect), none(FetchError::Timeout)]),
+            502
+        );
+        assert_eq!(page_status(&both, &[live("{}"), none(FetchError::Timeout)]), 504);
+    }
+
+    #[test]
+    fn names_are_escaped() {
+        let l = vec![SectionLabel::new("we\"ird", false)];
+        let page = assemble(&l, &[live("1")], Duration::ZERO);
+        let v: serde_json::Value = serde_json::from_slice(&page.body).expect("valid JSON");
+        assert_eq!(v["we\"ird"], 1);
+    }
+}

@@ -1,0 +1,168 @@
+//! What the gateway serves with right now: the validated configuration
+//! turned into ready-to-use parts (backends with their actors, compiled
+//! routes and proxies, pre-registered metric handles).
+//!
+//! The edge reads the current [`Runtime`] from an `ArcSwap` once per request,
+//! so a reload can swap in a new one without stopping anything.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use actix::{Addr, ArbiterHandle};
+use actix_web::http::header::HeaderName;
+use metrics::{Counter, Histogram};
+
+use crate::backend::actor::BackendActor;
+use crate::backend::Backend;
+use crate::config::{Config, ProxyConfig, RouteConfig};
+use crate::page::{SectionLabel, Source};
+use crate::template::PathTemplate;
+
+/// A backend and the actor that owns it.
+#[derive(Debug, Clone)]
+pub struct BackendHandle {
+    /// Shared state, used by requests directly.
+    pub backend: Arc<Backend>,
+    /// The supervised owner.
+    pub actor: Addr<BackendActor>,
+    /// How many times the actor was restarted.
+    pub restarts: Arc<AtomicU64>,
+}
+
+/// One section, resolved.
+#[derive(Debug)]
+pub struct SectionRuntime {
+    /// Section name.
+    pub name: String,
+    /// The backend to ask.
+    pub backend: Arc<Backend>,
+    /// The service path.
+    pub template: PathTemplate,
+    /// Request headers to forward.
+    pub forward_headers: Vec<HeaderName>,
+    /// `mosaic_section_source_total` handles, by `Source::ALL` index.
+    pub source_counters: [Counter; 5],
+}
+
+/// A composed route, resolved.
+#[derive(Debug)]
+pub struct RouteRuntime {
+    /// Its configuration.
+    pub config: Arc<RouteConfig>,
+    /// Sections in order.
+    pub sections: Vec<SectionRuntime>,
+    /// Precomputed section keys for the page.
+    pub labels: Vec<SectionLabel>,
+    /// `mosaic_request_duration_seconds{route}`.
+    pub duration: Histogram,
+}
+
+/// A proxy route, resolved.
+#[derive(Debug)]
+pub struct ProxyRuntime {
+    /// Its configuration.
+    pub config: Arc<ProxyConfig>,
+    /// The backend to forward to.
+    pub backend: Arc<Backend>,
+    /// `mosaic_request_duration_seconds{route}` (route = the prefix).
+    pub duration: Histogram,
+}
+
+/// Everything the edge needs, for one configuration.
+#[derive(Debug)]
+pub struct Runtime {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// Backends by name.
+    pub backends: BTreeMap<String, BackendHandle>,
+    /// Composed routes, in file order.
+    pub routes: Vec<RouteRuntime>,
+    /// Proxy routes, longest prefix first.
+    pub proxies: Vec<ProxyRuntime>,
+}
+
+impl Runtime {
+    /// Builds the runtime, starting one supervised actor per backend on `control`.
+    /// Backends in `reuse` whose configuration is unchanged are kept as they
+    /// are (breaker state, cache, counters): that is what a reload needs.
+    pub fn build(config: Arc<Config>, control: &ArbiterHandle, reuse: Option<&Runtime>) -> Self {
+        let mut backends = BTreeMap::new();
+        for (name, backend_config) in &config.backends {
+            let kept = reuse.and_then(|old| old.backends.get(name)).filter(|old| {
+                old.backend.config() == backend_config
+                    && old.backend.max_body() as u64 == config.server.max_body
+            });
+            let handle = match kept {
+                Some(old) => old.clone(),
+                None => {
+                    let backend = Backend::new(backend_config.clone(), config.server.max_body);
+                    let restarts = Arc::new(AtomicU64::new(0));
+                    let actor =
+                        BackendActor::start_supervised(backend.clone(), restarts.clone(), control);
+                    BackendHandle { backend, actor, restarts }
+                }
+            };
+            backends.insert(name.clone(), handle);
+        }
+        let routes =
+            config.routes.iter().filter_map(|route| build_route(route, &backends)).collect();
+        let mut proxies: Vec<ProxyRuntime> = config
+            .proxies
+            .iter()
+            .filter_map(|proxy| {
+                let backend = backends.get(&proxy.backend)?.backend.clone();
+                Some(ProxyRuntime {
+                    config: proxy.clone(),
+                    backend,
+                    duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => proxy.prefix.clone()),
+                })
+            })
+            .collect();
+        proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
+        Self { config, backends, routes, proxies }
+    }
+
+    /// Whether every backend has at least one instance.
+    pub fn ready(&self) -> bool {
+        self.backends.values().all(|h| !h.backend.balancer.snapshot().is_empty())
+    }
+}
+
+fn build_route(
+    route: &Arc<RouteConfig>,
+    backends: &BTreeMap<String, BackendHandle>,
+) -> Option<RouteRuntime> {
+    let mut sections = Vec::with_capacity(route.sections.len());
+    for section in &route.sections {
+        // Validation guarantees the backend exists.
+        let backend = backends.get(&section.backend)?.backend.clone();
+        let forward_headers = section
+            .forward_headers
+            .iter()
+            .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+            .collect();
+        let source_counters = Source::ALL.map(|source| {
+            metrics::counter!(
+                "mosaic_section_source_total",
+                "route" => route.path.clone(),
+                "section" => section.name.clone(),
+                "source" => source.as_str()
+            )
+        });
+        sections.push(SectionRuntime {
+            name: section.name.clone(),
+            backend,
+            template: section.template.clone(),
+            forward_headers,
+            source_counters,
+        });
+    }
+    let labels = route.sections.iter().map(|s| SectionLabel::new(&s.name, s.required)).collect();
+    Some(RouteRuntime {
+        config: route.clone(),
+        sections,
+        labels,
+        duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => route.path.clone()),
+    })
+}
