@@ -207,3 +207,26 @@ pub fn error_response(status: StatusCode, kind: &str, detail: Option<&str>) -> H
         .insert_header((header::CONTENT_TYPE, "application/json"))
         .body(body.to_string())
 }
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C): the one shutdown path.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
