@@ -24,4 +24,5 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod demo;
 pub mod template;
