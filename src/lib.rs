@@ -10,7 +10,7 @@
 //! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
 //!   cache, shared calls, load balancing, HTTP client and default response.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
-//! - [`demo`]: the demo shop's seven services and `mosaic demo`.
+//! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
 //!
 //! # The request path
 //! edge (match route, request id) → coordinator (one future per section, all
@@ -27,6 +27,7 @@ pub mod admin;
 pub mod backend;
 pub mod config;
 pub mod coordinator;
+pub mod demo;
 pub mod edge;
 pub mod page;
 pub mod runtime;

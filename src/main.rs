@@ -1,13 +1,18 @@
 //! The `mosaic` command: `run`, `check`, `demo`, `demo-service`.
-//! Thin on purpose: parse flags, call the library, map errors to exit codes.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use mosaic::demo::{Faults, Service};
 
 #[derive(Parser)]
-#[command(name = "mosaic", version, about = "An edge API gateway that composes pages from many services")]
+#[command(
+    name = "mosaic",
+    version,
+    about = "An edge API gateway that composes pages from many services"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -27,6 +32,80 @@ enum Command {
         #[arg(long, short, default_value = "config/mosaic.toml")]
         config: PathBuf,
     },
+    /// Start the demo shop (seven services, each its own process) and the gateway in front.
+    Demo {
+        /// Where the gateway listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the admin listener listens.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// First demo service port; the seven use this and the next six.
+        #[arg(long, default_value_t = mosaic::demo::DEFAULT_BASE_PORT)]
+        base_port: u16,
+        /// Gateway config; the built-in demo config when absent.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Run one demo shop service (used by `mosaic demo` and the chaos tests).
+    DemoService {
+        /// catalog, pricing, reviews, cart, orders, inventory or recommendations.
+        #[arg(long)]
+        service: Service,
+        /// Address to listen on; port 0 picks a free port (printed on start).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        #[command(flatten)]
+        faults: FaultArgs,
+    },
+}
+
+/// Faults to start with; `PUT /_fault` changes them at run time.
+#[derive(Args)]
+struct FaultArgs {
+    /// Delay before answering: "200ms", "2s".
+    #[arg(long, value_parser = mosaic::demo::fault::parse_millis, default_value = "0ms")]
+    latency: u64,
+    /// The delay varies by up to this much either way.
+    #[arg(long, value_parser = mosaic::demo::fault::parse_millis, default_value = "0ms")]
+    jitter: u64,
+    /// Fraction (0..1) of requests answered 503.
+    #[arg(long, default_value_t = 0.0)]
+    error_rate: f64,
+    /// Accept requests and never answer (until the client leaves; at most 10 min).
+    #[arg(long)]
+    hang: bool,
+    /// Close every connection without a response.
+    #[arg(long)]
+    reset: bool,
+    /// Fraction (0..1) of requests whose connection is closed without a response.
+    #[arg(long, default_value_t = 0.0)]
+    reset_rate: f64,
+    /// Send the body in small chunks with this delay before each.
+    #[arg(long, value_parser = mosaic::demo::fault::parse_millis, default_value = "0ms")]
+    drip: u64,
+    /// Chunk size for --drip.
+    #[arg(long, default_value_t = mosaic::demo::fault::DEFAULT_DRIP_BYTES)]
+    drip_bytes: usize,
+    /// Answer 200 with HTML instead of JSON.
+    #[arg(long)]
+    non_json: bool,
+}
+
+impl FaultArgs {
+    fn into_faults(self) -> Faults {
+        Faults {
+            latency_ms: self.latency,
+            jitter_ms: self.jitter,
+            error_rate: self.error_rate,
+            hang: self.hang,
+            reset: self.reset,
+            reset_rate: self.reset_rate,
+            drip_ms: self.drip,
+            drip_bytes: self.drip_bytes,
+            non_json: self.non_json,
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -34,6 +113,12 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config),
+        Command::Demo { listen, admin, base_port, config } => {
+            demo(listen, admin, base_port, config.as_deref())
+        }
+        Command::DemoService { service, listen, faults } => {
+            demo_service(service, listen, faults.into_faults())
+        }
     }
 }
 
@@ -41,6 +126,12 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+}
+
+fn print_errors(errors: &mosaic::config::ConfigErrors) {
+    for e in &errors.errors {
+        eprintln!("{e}");
+    }
 }
 
 fn check(path: &Path) -> ExitCode {
@@ -51,9 +142,7 @@ fn check(path: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(errors) => {
-            for e in &errors.errors {
-                eprintln!("{e}");
-            }
+            print_errors(&errors);
             ExitCode::FAILURE
         }
     }
@@ -65,14 +154,11 @@ fn run(path: &Path) -> ExitCode {
         Ok(config) => config,
         Err(errors) => {
             eprintln!("{}: refusing to start:", path.display());
-            for e in &errors.errors {
-                eprintln!("{e}");
-            }
+            print_errors(&errors);
             return ExitCode::FAILURE;
         }
     };
-    let system = actix_rt::System::new();
-    let outcome = system.block_on(async move {
+    let outcome = actix_rt::System::new().block_on(async move {
         let gateway = mosaic::edge::start(config).await?;
         tracing::info!(edge = %gateway.addr, admin = %gateway.admin_addr, "serving; SIGTERM or Ctrl-C to stop");
         mosaic::edge::shutdown_signal().await;
@@ -85,6 +171,87 @@ fn run(path: &Path) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("mosaic: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The demo config shipped in the binary, so `mosaic demo` works from any directory.
+const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+
+fn demo(listen: SocketAddr, admin: SocketAddr, base_port: u16, path: Option<&Path>) -> ExitCode {
+    init_logging();
+    let parsed = match path {
+        Some(path) => mosaic::config::load_file(path),
+        None => mosaic::config::parse_str(DEMO_CONFIG),
+    };
+    let mut config = match parsed {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("demo config invalid:");
+            print_errors(&errors);
+            return ExitCode::FAILURE;
+        }
+    };
+    config.server.listen = listen;
+    config.admin.listen = admin;
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("mosaic demo: cannot find my own executable: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = actix_rt::System::new().block_on(async move {
+        let services = mosaic::demo::DemoServices::start(exe, base_port)
+            .await
+            .map_err(|e| format!("demo services: {e}"))?;
+        mosaic::demo::point_config_at(&mut config, &services);
+        let gateway = mosaic::edge::start(config).await.map_err(|e| e.to_string())?;
+        println!("{}", mosaic::demo::banner(gateway.addr, gateway.admin_addr, &services));
+        mosaic::edge::shutdown_signal().await;
+        gateway.stop(true).await;
+        drop(services);
+        Ok::<(), String>(())
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mosaic demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds first, so the printed address is the real one (port 0 included)
+/// and a busy port is reported before any runtime starts.
+fn demo_service(service: Service, listen: SocketAddr, faults: Faults) -> ExitCode {
+    if let Err(errors) = faults.validate() {
+        for e in errors {
+            eprintln!("demo-service: {e}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let listener = match std::net::TcpListener::bind(listen) {
+        Ok(listener) => listener,
+        Err(e) => {
+            eprintln!("demo service {service}: cannot listen on {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bound = listener.local_addr().unwrap_or(listen);
+    // `DemoServices` waits for this exact line; print it in one write and flush.
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "demo service {service} listening on {bound}");
+        let _ = out.flush();
+    }
+    match actix_rt::System::new().block_on(mosaic::demo::service::serve(service, listener, faults))
+    {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("demo service {service}: {e}");
             ExitCode::FAILURE
         }
     }

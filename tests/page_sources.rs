@@ -46,7 +46,10 @@ async fn healthy_page_is_live_and_complete() {
     assert_eq!(page.header("x-mosaic-complete"), Some("true"));
     assert_eq!(page.header("content-type"), Some("application/json"));
     let text = String::from_utf8_lossy(&page.body).to_string();
-    assert!(text.contains(r#""product":{"id":"42","name":"Lamp"}"#), "body embedded unchanged: {text}");
+    assert!(
+        text.contains(r#""product":{"id":"42","name":"Lamp"}"#),
+        "body embedded unchanged: {text}"
+    );
     let v = page.json();
     assert_eq!(v["price"]["amount"], 1999);
     assert_eq!(v["_mosaic"]["complete"], true);

@@ -97,7 +97,8 @@ impl FakeBackend {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
         let (c, r, s) = (calls.clone(), requests.clone(), script.clone());
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+            let rt =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
             rt.block_on(async move {
                 let listener = TcpListener::from_std(std_listener).expect("listener");
                 let accept = async {
