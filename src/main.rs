@@ -45,8 +45,9 @@ fn main() -> ExitCode {
 
 fn check(path: &std::path::Path) -> ExitCode {
     match mosaic::config::load_file(path) {
-        Ok(_config) => {
-            println!("{}: ok", path.display());
+        Ok(config) => {
+            println!("{}: valid", path.display());
+            println!("{}", config.summary());
             ExitCode::SUCCESS
         }
         Err(errors) => {
