@@ -5,7 +5,8 @@
 //! values: whether a key is required and whether a value makes sense is
 //! decided by validation, which reports every problem with its path. What
 //! serde still catches is structure: unknown keys (`deny_unknown_fields`)
-//! and wrong types.
+//! and wrong types. Fields are named after the TOML keys; what each key
+//! means is documented in `model.rs` and `config/mosaic.toml`.
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -216,11 +217,15 @@ pub(crate) fn explain(message: &str) -> String {
         let known: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
         return unknown_key(key, &known);
     }
+    // `expected struct RawBreaker` names our type, not the user's table.
+    let message = match message.find("expected struct ") {
+        Some(at) => format!("{}expected a table", &message[..at]),
+        None => message.to_string(),
+    };
     message
         .replace("expected i64", "expected an integer")
         .replace("expected f64", "expected a number")
         .replace("expected a boolean", "expected true or false")
-        .replace("expected struct ", "expected a table ")
         .replace("invalid type: map", "invalid type: table")
         .replace("invalid type: sequence", "invalid type: array")
         .replace("expected a sequence", "expected an array")
@@ -293,6 +298,12 @@ mod tests {
             ["backends.a.instances[1]: invalid type: integer `2`, expected a string"]
         );
         assert!(raw.unwrap().instances.is_none());
+    }
+
+    #[test]
+    fn a_scalar_where_a_table_belongs_is_reported_in_toml_words() {
+        let (_, errors) = unit::<RawBackend>("breaker = 5");
+        assert_eq!(errors, ["backends.a.breaker: invalid type: integer `5`, expected a table"]);
     }
 
     #[test]
