@@ -137,8 +137,8 @@ fn print_errors(errors: &mosaic::config::ConfigErrors) {
 fn check(path: &Path) -> ExitCode {
     match mosaic::config::load_file(path) {
         Ok(config) => {
-            let _ = config; // summary() lands with the config parser
-            println!("{}: ok", path.display());
+            println!("{}: valid", path.display());
+            println!("{}", config.summary());
             ExitCode::SUCCESS
         }
         Err(errors) => {

@@ -5,9 +5,32 @@
 //! all of its errors, each with the TOML path it is about
 //! (`routes[0].sections[4].backend: ...`), so `mosaic check` can print them
 //! all at once and `mosaic run` can refuse the same file.
+//!
+//! Files, in pipeline order:
+//! - `env.rs`: `${VAR}` expansion;
+//! - `raw.rs`: serde structs and the per-unit deserializer that collects errors;
+//! - `merge.rs`: `[defaults]` into each backend;
+//! - `validate.rs`: the pipeline, `[server]`, `[admin]`, `[discovery]`;
+//! - `backend.rs`, `breaker.rs`, `routes.rs`: the rest of the file;
+//! - `fields.rs`, `units.rs`: single values (durations, sizes, ranges);
+//! - `sink.rs`: error collection and TOML paths; `summary.rs`: `mosaic check`'s output.
 
+mod backend;
+mod breaker;
+mod env;
 mod error;
+mod fields;
+mod merge;
 mod model;
+mod raw;
+mod routes;
+mod sink;
+mod summary;
+mod units;
+mod validate;
+
+#[cfg(test)]
+mod tests;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
@@ -28,8 +51,26 @@ pub fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
 
 /// Validates config text with an explicit environment (for tests).
 pub fn parse_str_with_env(
-    _text: &str,
-    _env: &dyn Fn(&str) -> Option<String>,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors::single("", "config parsing not implemented yet"))
+    let table = text.parse::<toml::Table>().map_err(|e| syntax_error(text, &e))?;
+    validate::validate(table, env)
+}
+
+/// A TOML syntax error: nothing else can be checked, so it is the only one.
+fn syntax_error(text: &str, error: &toml::de::Error) -> ConfigErrors {
+    let message = error.message().trim_end().replace('\n', "; ");
+    match error.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            ConfigErrors::single(
+                "",
+                format!("TOML syntax error at line {line}, column {column}: {message}"),
+            )
+        }
+        None => ConfigErrors::single("", format!("TOML syntax error: {message}")),
+    }
 }

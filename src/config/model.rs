@@ -34,6 +34,9 @@ pub const DEFAULT_RETRIES: u32 = 1;
 pub const DEFAULT_BREAKER_THRESHOLD: u32 = 5;
 /// Default `half_open_calls`.
 pub const DEFAULT_HALF_OPEN_CALLS: u32 = 1;
+/// Default `breaker.backoff`: exponential from 1 s, capped at 30 s.
+pub const DEFAULT_BACKOFF: Backoff =
+    Backoff::Exponential { start: Duration::from_secs(1), max: Duration::from_secs(30) };
 /// Default cache capacity, in entries, per backend.
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
 /// Default Consul blocking-query `wait`.

@@ -1,0 +1,332 @@
+//! Validation rules end to end: each test feeds a small file through
+//! `parse_str_with_env` and pins the exact paths and messages reported.
+
+use std::time::Duration;
+
+use super::*;
+
+/// A valid file that each test breaks in one place.
+const BASE: &str = r#"
+[backends.catalog]
+instances = ["127.0.0.1:7001"]
+
+[backends.reviews]
+instances = ["127.0.0.1:7003"]
+
+[[routes]]
+path = "/products/{id}"
+deadline = "250ms"
+sections = [
+  { name = "product", backend = "catalog", path = "/products/{id}", required = true },
+  { name = "reviews", backend = "reviews", path = "/reviews/{id}" },
+]
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SET").then(|| "value".to_string())
+}
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    parse_str_with_env(text, &env)
+}
+
+/// The errors of a file, as `mosaic check` prints them.
+fn errors(text: &str) -> Vec<String> {
+    match parse(text) {
+        Ok(_) => vec![],
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// The paths of the errors of a file.
+fn paths(text: &str) -> Vec<String> {
+    parse(text).err().map(|e| e.errors.into_iter().map(|e| e.path).collect()).unwrap_or_default()
+}
+
+#[test]
+fn defaults_fill_every_absent_key() {
+    let config = parse(BASE).unwrap();
+    assert_eq!(config.server.listen.to_string(), DEFAULT_LISTEN);
+    assert!(config.server.workers >= 1, "workers = 0 resolves to the core count");
+    assert_eq!(config.server.max_body, DEFAULT_MAX_BODY);
+    assert_eq!(config.server.client_timeout, DEFAULT_CLIENT_TIMEOUT);
+    assert_eq!(config.admin.token, None);
+    assert!(config.consul.is_none());
+    let reviews = &config.backends["reviews"];
+    assert_eq!(reviews.timeout, DEFAULT_TIMEOUT);
+    assert_eq!(reviews.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+    assert_eq!(reviews.retries, DEFAULT_RETRIES);
+    assert_eq!(reviews.breaker.policy, BreakerPolicy::ConsecutiveFailures { threshold: 5 });
+    assert_eq!(reviews.breaker.backoff, DEFAULT_BACKOFF);
+    assert_eq!(reviews.cache, None);
+    let route = &config.routes[0];
+    assert_eq!(route.deadline, Duration::from_millis(250));
+    assert!(route.sections[0].required && !route.sections[1].required);
+}
+
+#[test]
+fn defaults_merge_into_backends_and_backends_win() {
+    let text = format!(
+        "{BASE}\n[defaults]\ntimeout = \"1s\"\ncache = {{ ttl = \"5s\" }}\n\
+         [defaults.breaker]\nthreshold = 7\nbackoff = {{ kind = \"exponential\", start = \"2s\", max = \"1m\" }}"
+    )
+    .replace(
+        "[backends.reviews]\n",
+        "[backends.reviews]\ntimeout = \"100ms\"\ncache = { max_entries = 5 }\n\
+         breaker = { backoff = { kind = \"constant\", delay = \"3s\" } }\n",
+    );
+    let config = parse(&text).unwrap();
+    let (catalog, reviews) = (&config.backends["catalog"], &config.backends["reviews"]);
+    assert_eq!(catalog.timeout, Duration::from_secs(1));
+    assert_eq!(reviews.timeout, Duration::from_millis(100));
+    let cache = reviews.cache.unwrap();
+    assert_eq!((cache.ttl, cache.max_entries), (Duration::from_secs(5), 5));
+    assert_eq!(reviews.breaker.policy, BreakerPolicy::ConsecutiveFailures { threshold: 7 });
+    assert_eq!(reviews.breaker.backoff, Backoff::Constant { delay: Duration::from_secs(3) });
+}
+
+#[test]
+fn an_inherited_bad_value_is_reported_once_where_it_was_written() {
+    let text = format!("{BASE}\n[defaults]\ntimeout = \"fast\"");
+    assert_eq!(
+        errors(&text),
+        ["defaults.timeout: invalid duration \"fast\" (use a number and a unit: \"250ms\", \"5s\", \"1m\")"]
+    );
+}
+
+#[test]
+fn env_variables_expand_and_unset_ones_are_errors() {
+    let text = format!("{BASE}\n[admin]\ntoken = \"${{SET}}\"");
+    assert_eq!(parse(&text).unwrap().admin.token.as_deref(), Some("value"));
+    let text = format!("{BASE}\n[admin]\ntoken = \"${{UNSET:-}}\"");
+    assert_eq!(parse(&text).unwrap().admin.token, None);
+    let text = format!("{BASE}\n[admin]\ntoken = \"${{UNSET}}\"");
+    assert_eq!(
+        errors(&text),
+        ["admin.token: environment variable UNSET is not set (set it, or write ${UNSET:-default})"]
+    );
+}
+
+#[test]
+fn syntax_errors_give_line_and_column() {
+    let errors = errors("[server]\nlisten = = 1");
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].starts_with("TOML syntax error at line 2, column 10"), "{errors:?}");
+}
+
+#[test]
+fn unknown_keys_are_errors_at_every_level() {
+    let text = BASE.replace("deadline", "deadlin").replace("required = true", "requird = true")
+        + "\n[sever]\n[discovery.consull]";
+    assert_eq!(
+        paths(&text),
+        [
+            "sever",
+            "discovery.consull",
+            "routes[0].deadlin",
+            // Still required: the typo does not count as the key.
+            "routes[0].deadline",
+            "routes[0].sections[0].requird",
+        ]
+    );
+}
+
+#[test]
+fn backends_need_exactly_one_instance_source() {
+    let both = BASE.replace(
+        "[backends.reviews]\n",
+        "[discovery.consul]\naddress = \"http://c:8500\"\n[backends.reviews]\nconsul = { service = \"r\" }\n",
+    );
+    assert_eq!(errors(&both), ["backends.reviews: set either instances or consul, not both"]);
+    let neither = BASE.replace("instances = [\"127.0.0.1:7003\"]", "");
+    assert_eq!(paths(&neither), ["backends.reviews"]);
+    let consul = BASE.replace("instances = [\"127.0.0.1:7003\"]", "consul = { service = \"r\" }");
+    assert_eq!(
+        errors(&consul),
+        ["backends.reviews.consul: needs a [discovery.consul] section (add one with address = \"http://127.0.0.1:8500\")"]
+    );
+    let empty = BASE.replace("[\"127.0.0.1:7003\"]", "[]");
+    assert_eq!(paths(&empty), ["backends.reviews.instances"]);
+    let bad = BASE.replace("[\"127.0.0.1:7003\"]", "[\"ok:1\", \"h:65536\", \"h\"]");
+    assert_eq!(paths(&bad), ["backends.reviews.instances[1]", "backends.reviews.instances[2]"]);
+}
+
+#[test]
+fn consul_discovery_is_checked() {
+    let text = BASE
+        .replace("instances = [\"127.0.0.1:7003\"]", "consul = { service = \"r\", tag = \"v2\" }")
+        + "\n[discovery.consul]\naddress = \"127.0.0.1:8500\"\nwait = \"11m\"\ntoken = \"\"";
+    assert_eq!(paths(&text), ["discovery.consul.address", "discovery.consul.wait"]);
+    let ok = text.replace("\"127.0.0.1:8500\"", "\"http://127.0.0.1:8500/\"").replace("11m", "5m");
+    let config = parse(&ok).unwrap();
+    let consul = config.consul.unwrap();
+    assert_eq!(
+        (consul.address.as_str(), consul.token, consul.wait),
+        ("http://127.0.0.1:8500", None, Duration::from_secs(300))
+    );
+    assert_eq!(
+        config.backends["reviews"].instances,
+        InstanceSource::Consul { service: "r".into(), tag: Some("v2".into()) }
+    );
+}
+
+#[test]
+fn breaker_keys_of_the_other_policy_or_kind_are_errors() {
+    let breaker = |b: &str| {
+        BASE.replace("[backends.reviews]\n", &format!("[backends.reviews]\nbreaker = {b}\n"))
+    };
+    assert_eq!(
+        paths(&breaker("{ policy = \"success_rate\", threshold = 3, required_success_rate = 0.8, minimum_calls = 5, window = \"10s\" }")),
+        ["backends.reviews.breaker.threshold"]
+    );
+    assert_eq!(paths(&breaker("{ window = \"10s\" }")), ["backends.reviews.breaker.window"]);
+    assert_eq!(
+        paths(&breaker("{ backoff = { kind = \"exponential\", delay = \"1s\", start = \"2s\", max = \"1s\" } }")),
+        ["backends.reviews.breaker.backoff.delay", "backends.reviews.breaker.backoff.max"]
+    );
+    assert_eq!(paths(&breaker("{ policy = \"often\" }")), ["backends.reviews.breaker.policy"]);
+    assert_eq!(
+        paths(&breaker("{ backoff = { kind = \"linear\" } }")),
+        ["backends.reviews.breaker.backoff.kind"]
+    );
+    assert_eq!(
+        paths(&breaker("{ half_open_calls = 0, threshold = 0 }")),
+        ["backends.reviews.breaker.threshold", "backends.reviews.breaker.half_open_calls"]
+    );
+    let ok = breaker("{ policy = \"success_rate\", required_success_rate = 1, minimum_calls = 5, window = \"1m\", backoff = { kind = \"equal_jittered\", start = \"1s\", max = \"1s\" } }");
+    let b = &parse(&ok).unwrap().backends["reviews"].breaker;
+    assert_eq!(
+        b.policy,
+        BreakerPolicy::SuccessRate {
+            required_success_rate: 1.0,
+            minimum_calls: 5,
+            window: Duration::from_secs(60)
+        }
+    );
+}
+
+#[test]
+fn success_rate_window_must_be_whole_seconds() {
+    let text = BASE.replace(
+        "[backends.reviews]\n",
+        "[backends.reviews]\nbreaker = { policy = \"success_rate\", required_success_rate = 1.5, minimum_calls = 0, window = \"1500ms\" }\n",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "backends.reviews.breaker.required_success_rate: invalid rate 1.5: must be more than 0 and at most 1",
+            "backends.reviews.breaker.minimum_calls: invalid value 0: must be at least 1",
+            "backends.reviews.breaker.window: invalid window \"1500ms\": must be whole seconds, at least \"1s\" (the breaker counts in whole seconds and would truncate it)",
+        ]
+    );
+}
+
+#[test]
+fn cache_and_default_response() {
+    let text = BASE.replace(
+        "[backends.reviews]\n",
+        "[backends.reviews]\ncache = { ttl = \"60s\", stale_if_error = \"1h\" }\n\
+         default = { items = [], at = 1979-05-27T07:32:00Z, n = 1.5, ok = true }\n",
+    );
+    let config = parse(&text).unwrap();
+    let reviews = &config.backends["reviews"];
+    let cache = reviews.cache.unwrap();
+    assert_eq!(cache.stale_if_error, Duration::from_secs(3600));
+    assert_eq!(cache.max_entries, DEFAULT_CACHE_MAX_ENTRIES);
+    assert_eq!(
+        reviews.default.as_deref(),
+        Some(&br#"{"at":"1979-05-27T07:32:00Z","items":[],"n":1.5,"ok":true}"#[..])
+    );
+    let scalar = BASE.replace("[backends.reviews]\n", "[backends.reviews]\ndefault = \"none\"\n");
+    assert_eq!(
+        parse(&scalar).unwrap().backends["reviews"].default.as_deref(),
+        Some(&b"\"none\""[..])
+    );
+    let bad = BASE.replace(
+        "[backends.reviews]\n",
+        "[backends.reviews]\ncache = { ttl = \"0s\", max_entries = 0 }\n",
+    );
+    assert_eq!(paths(&bad), ["backends.reviews.cache.ttl", "backends.reviews.cache.max_entries"]);
+}
+
+#[test]
+fn sections_are_checked_one_by_one() {
+    let text = BASE.replace(
+        "{ name = \"reviews\", backend = \"reviews\", path = \"/reviews/{id}\" },",
+        "{ name = \"reviews\", backend = \"reviewz\", path = \"/reviews/{sku}\" },\n\
+         { name = \"product\", backend = \"catalog\", path = \"/p\", forward_headers = [\"X-User\", \"x-user\"] },\n\
+         { name = \"a b\", backend = \"catalog\", path = \"/p\", forward_headers = [\"bad:header\"] },",
+    );
+    assert_eq!(
+        errors(&text),
+        [
+            "routes[0].sections[1].backend: no backend named \"reviewz\" (known: catalog, reviews)",
+            "routes[0].sections[1].path: invalid service path \"/reviews/{sku}\": parameter {sku} is not declared in the route path (the route declares: {id})",
+            "routes[0].sections[2].name: duplicate section name \"product\": each member of the page needs its own",
+            "routes[0].sections[2].forward_headers[1]: header \"x-user\" is listed twice",
+            "routes[0].sections[3].name: invalid section name \"a b\": use letters, digits, '_' and '-'",
+            "routes[0].sections[3].forward_headers[0]: invalid header name \"bad:header\" (e.g. \"authorization\", \"x-user-id\")",
+        ]
+    );
+    let lower = BASE.replace("required = true", "forward_headers = [\"Authorization\"]");
+    assert_eq!(parse(&lower).unwrap().routes[0].sections[0].forward_headers, ["authorization"]);
+}
+
+#[test]
+fn routes_and_proxies_are_checked() {
+    let text = format!(
+        "{BASE}\n[[routes]]\npath = \"/products/{{sku}}\"\ndeadline = \"1s\"\nsections = []\n\
+         [[routes]]\npath = \"products\"\ndeadline = \"1s\"\nsections = [{{ name = \"_mosaic\", backend = \"catalog\", path = \"/x\" }}]\n\
+         [[proxy]]\nprefix = \"/products/{{id}}\"\nbackend = \"catalog\"\n\
+         [[proxy]]\nprefix = \"/products/{{id}}\"\nbackend = \"nope\"\nrewrite = \"x\""
+    );
+    assert_eq!(
+        paths(&text),
+        [
+            "routes[1].path",
+            "routes[1].sections",
+            "routes[2].path",
+            "routes[2].sections[0].name",
+            "proxy[1].prefix",
+            "proxy[1].backend",
+            "proxy[1].rewrite",
+        ]
+    );
+}
+
+#[test]
+fn server_and_admin_are_checked() {
+    let text = format!(
+        "{BASE}\n[server]\nlisten = \"0.0.0.0:80\"\nmax_body = \"64KiB\"\n\
+         [admin]\nlisten = \"0.0.0.0:80\""
+    );
+    assert_eq!(paths(&text), ["admin.listen"]);
+    let text = format!("{BASE}\n[server]\nworkers = -1\nmax_body = 0\nclient_timeout = \"0s\"");
+    assert_eq!(paths(&text), ["server.workers", "server.max_body", "server.client_timeout"]);
+    let ok = format!("{BASE}\n[server]\nworkers = 3\nmax_body = 65536\nshutdown_grace = \"0s\"");
+    let server = parse(&ok).unwrap().server;
+    assert_eq!(
+        (server.workers, server.max_body, server.shutdown_grace),
+        (3, 65536, Duration::ZERO)
+    );
+}
+
+#[test]
+fn many_mistakes_are_all_reported() {
+    let text = BASE
+        .replace("deadline = \"250ms\"", "deadline = \"soon\"")
+        .replace("backend = \"reviews\"", "backend = \"reviewz\"")
+        .replace(
+            "instances = [\"127.0.0.1:7001\"]",
+            "instances = [\"${CATALOG_HOST}:7001\"]\ntimeot = \"1s\"",
+        );
+    assert_eq!(
+        paths(&text),
+        [
+            "backends.catalog.instances[0]",
+            "backends.catalog.timeot",
+            "routes[0].deadline",
+            "routes[0].sections[1].backend",
+        ]
+    );
+}

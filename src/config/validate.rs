@@ -1,0 +1,164 @@
+//! The whole pipeline after parsing: top-level tables, `[server]`,
+//! `[admin]`, `[discovery]`, then backends, routes and proxies in that
+//! order, into a validated [`Config`]. Nothing stops at the first error.
+
+use std::time::Duration;
+
+use super::backend::backends;
+use super::env::expand_table;
+use super::error::ConfigErrors;
+use super::fields::{at_most, duration_or, int_in, listen, non_empty, positive_size, required};
+use super::model::*;
+use super::raw::{deserialize_unit, unknown_key, RawAdmin, RawConsul, RawDiscovery, RawServer};
+use super::routes::{proxies, routes, Backends};
+use super::sink::{key_path, Sink};
+
+/// The tables a config file may have.
+const TOP_LEVEL: &[&str] =
+    &["server", "admin", "discovery", "defaults", "backends", "routes", "proxy"];
+
+/// Longest Consul blocking-query wait Consul itself accepts.
+const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
+
+/// Largest `server.workers`: more is a typo, not a machine.
+const MAX_WORKERS: i64 = 1024;
+
+/// Validates parsed TOML, reading `${VAR}` through `env`.
+pub(crate) fn validate(
+    mut table: toml::Table,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut sink = Sink::default();
+    expand_table(&mut table, "", env, &mut sink);
+    for key in table.keys().filter(|k| !TOP_LEVEL.contains(&k.as_str())) {
+        sink.push(key_path("", key), unknown_key(key, TOP_LEVEL));
+    }
+    let server = server(unit(&mut table, "server", &mut sink), &mut sink);
+    let admin = admin(unit(&mut table, "admin", &mut sink), &mut sink);
+    let discovery: Option<RawDiscovery> = unit(&mut table, "discovery", &mut sink);
+    let has_consul = discovery.as_ref().is_some_and(|d| d.consul.is_some());
+    let consul = match discovery.and_then(|d| d.consul) {
+        Some(raw) => consul(raw, &mut sink).map(Some),
+        None => Some(None),
+    };
+    if let (Some(server), Some(admin)) = (&server, &admin) {
+        if server.listen == admin.listen && server.listen.port() != 0 {
+            sink.push(
+                "admin.listen",
+                format!("{} is also server.listen: use another port", admin.listen),
+            );
+        }
+    }
+    let names: Vec<String> = match table.get("backends") {
+        Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    let backends =
+        backends(table.remove("defaults"), table.remove("backends"), has_consul, &mut sink);
+    let known = Backends(&names);
+    let routes = routes(table.remove("routes"), &known, &mut sink);
+    let proxies = proxies(table.remove("proxy"), &known, &mut sink);
+    sink.finish()?;
+    match (server, admin, consul) {
+        (Some(server), Some(admin), Some(consul)) => {
+            Ok(Config { server, admin, consul, backends, routes, proxies })
+        }
+        // Every `None` above pushed an error, so this is unreachable; still
+        // an error, never a panic.
+        _ => Err(ConfigErrors::single("", "internal error: invalid config without a message")),
+    }
+}
+
+/// Deserializes an optional top-level table; absent means all defaults.
+fn unit<T: serde::de::DeserializeOwned + Default>(
+    table: &mut toml::Table,
+    key: &str,
+    sink: &mut Sink,
+) -> Option<T> {
+    match table.remove(key) {
+        None => Some(T::default()),
+        Some(mut value) => deserialize_unit(key, &mut value, sink),
+    }
+}
+
+fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
+    let raw = raw?;
+    let listen = listen(sink, "server.listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+    let workers = int_in::<usize>(sink, "server.workers", raw.workers, (0, MAX_WORKERS), 0)
+        .map(|n| if n == 0 { available_cores() } else { n });
+    let max_body = match &raw.max_body {
+        Some(v) => positive_size(sink, "server.max_body", v),
+        None => Some(DEFAULT_MAX_BODY),
+    };
+    let client_timeout = duration_or(
+        sink,
+        "server.client_timeout",
+        raw.client_timeout.as_ref(),
+        DEFAULT_CLIENT_TIMEOUT,
+    )
+    .filter(|d| {
+        if d.is_zero() {
+            sink.push("server.client_timeout", "must be more than zero, e.g. \"5s\"");
+        }
+        !d.is_zero()
+    });
+    let shutdown_grace = duration_or(
+        sink,
+        "server.shutdown_grace",
+        raw.shutdown_grace.as_ref(),
+        DEFAULT_SHUTDOWN_GRACE,
+    );
+    Some(ServerConfig {
+        listen: listen?,
+        workers: workers?,
+        max_body: max_body?,
+        client_timeout: client_timeout?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+/// One worker per core; 1 when the platform cannot say.
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn admin(raw: Option<RawAdmin>, sink: &mut Sink) -> Option<AdminConfig> {
+    let raw = raw?;
+    let listen = listen(sink, "admin.listen", raw.listen.as_deref(), DEFAULT_ADMIN_LISTEN);
+    Some(AdminConfig { listen: listen?, token: non_empty(raw.token) })
+}
+
+fn consul(raw: RawConsul, sink: &mut Sink) -> Option<ConsulConfig> {
+    let path = "discovery.consul.address";
+    let address = required(sink, path, raw.address, "address = \"http://127.0.0.1:8500\"")
+        .filter(|address| {
+            let host = address
+                .strip_prefix("http://")
+                .or_else(|| address.strip_prefix("https://"))
+                .map(|rest| rest.split('/').next().unwrap_or_default());
+            let ok = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace));
+            if !ok {
+                sink.push(
+                    path,
+                    format!("invalid address {address:?} (use an http:// or https:// URL, e.g. \"http://127.0.0.1:8500\")"),
+                );
+            }
+            ok
+        })
+        .map(|address| address.trim_end_matches('/').to_string());
+    let wait_path = "discovery.consul.wait";
+    let wait = duration_or(sink, wait_path, raw.wait.as_ref(), DEFAULT_CONSUL_WAIT)
+        .filter(|w| {
+            if w.is_zero() {
+                sink.push(wait_path, "must be more than zero, e.g. \"30s\"");
+            }
+            !w.is_zero()
+        })
+        .and_then(|w| at_most(sink, wait_path, w, MAX_CONSUL_WAIT));
+    Some(ConsulConfig {
+        address: address?,
+        token: non_empty(raw.token),
+        datacenter: non_empty(raw.datacenter),
+        wait: wait?,
+    })
+}
