@@ -32,7 +32,9 @@ sections = [
 async fn extra_error(reply: Reply, backend_extra: &str) -> (u16, serde_json::Value) {
     let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
     let extra = FakeBackend::start(reply);
-    let gw = start_gateway(&two_sections(&product.address(), &extra.address(), backend_extra, "1s")).await;
+    let gw =
+        start_gateway(&two_sections(&product.address(), &extra.address(), backend_extra, "1s"))
+            .await;
     let page = get(gw.addr, "/p/1").await;
     let meta = page.meta("extra");
     assert!(page.json()["extra"].is_null(), "failed optional section is null");
@@ -42,7 +44,8 @@ async fn extra_error(reply: Reply, backend_extra: &str) -> (u16, serde_json::Val
 
 #[actix_rt::test]
 async fn timeout_is_reported() {
-    let (status, meta) = extra_error(Reply::Delay(Duration::from_millis(600), Box::new(Reply::ok("{}"))), "").await;
+    let (status, meta) =
+        extra_error(Reply::Delay(Duration::from_millis(600), Box::new(Reply::ok("{}"))), "").await;
     assert_eq!(status, 200);
     assert_eq!(meta["error"], "timeout");
     assert_eq!(meta["source"], "none");
@@ -73,7 +76,8 @@ async fn status_5xx_is_reported() {
 
 #[actix_rt::test]
 async fn non_json_is_invalid_body() {
-    let reply = Reply::Raw { status: 200, content_type: "text/html", body: b"<html>oops</html>".to_vec() };
+    let reply =
+        Reply::Raw { status: 200, content_type: "text/html", body: b"<html>oops</html>".to_vec() };
     let (_, meta) = extra_error(reply, "").await;
     assert_eq!(meta["error"], "invalid_body");
 }
@@ -154,7 +158,10 @@ async fn deadline_holds_with_a_hanging_backend() {
 /// A body dripped slower than the deadline is cut too.
 #[actix_rt::test]
 async fn deadline_holds_with_a_slow_body() {
-    let product = FakeBackend::start(Reply::Drip { body: r#"{"id":"1","pad":"xxxxxxxx"}"#.into(), every: Duration::from_millis(50) });
+    let product = FakeBackend::start(Reply::Drip {
+        body: r#"{"id":"1","pad":"xxxxxxxx"}"#.into(),
+        every: Duration::from_millis(50),
+    });
     let extra = FakeBackend::start(Reply::ok("{}"));
     let toml = two_sections(&product.address(), &extra.address(), "", "250ms")
         .replace("timeout = \"150ms\"", "timeout = \"5s\"");

@@ -282,6 +282,8 @@ async fn write_reply(stream: &mut TcpStream, reply: Reply) -> bool {
             false
         }
         Reply::Reset => {
+            // SO_LINGER 0 makes the close an RST, as a crashed peer would.
+            #[allow(deprecated)]
             let _ = stream.set_linger(Some(Duration::ZERO));
             false
         }

@@ -5,6 +5,7 @@
 
 pub mod fake;
 
+#[allow(unused_imports)]
 pub use fake::{FakeBackend, Recorded, Reply};
 
 use std::net::SocketAddr;
