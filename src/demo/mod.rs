@@ -147,6 +147,20 @@ pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -
     out
 }
 
+/// Points the config's demo backends (named after the services) at the
+/// services' real addresses, so any base port works.
+pub fn point_config_at(config: &mut crate::config::Config, services: &DemoServices) {
+    for service in Service::ALL {
+        let name = service.to_string();
+        let (Some(backend), Some(addr)) = (config.backends.get_mut(&name), services.addr(&name))
+        else {
+            continue;
+        };
+        std::sync::Arc::make_mut(backend).instances =
+            crate::config::InstanceSource::Static(vec![addr.to_string()]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,19 +173,5 @@ mod tests {
         }
         let err = "review".parse::<Service>().err().unwrap_or_default();
         assert!(err.contains("reviews"), "{err}");
-    }
-}
-
-/// Points the config's demo backends (named after the services) at the
-/// services' real addresses, so any base port works.
-pub fn point_config_at(config: &mut crate::config::Config, services: &DemoServices) {
-    for service in Service::ALL {
-        let name = service.to_string();
-        let (Some(backend), Some(addr)) = (config.backends.get_mut(&name), services.addr(&name))
-        else {
-            continue;
-        };
-        std::sync::Arc::make_mut(backend).instances =
-            crate::config::InstanceSource::Static(vec![addr.to_string()]);
     }
 }
