@@ -206,3 +206,21 @@ async fn composed_routes_answer_get_and_head_only() {
     assert_eq!(missing.status, 404);
     gw.stop(false).await;
 }
+
+/// Request headers over 32 KiB get 431; malformed requests get 400.
+#[actix_rt::test]
+async fn edge_limits() {
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
+    let extra = FakeBackend::start(Reply::ok("{}"));
+    let gw = start_gateway(&two_sections(&product.address(), &extra.address(), "", "1s")).await;
+    let big = "a".repeat(40 * 1024);
+    let answer = request(gw.addr, "GET", "/p/1", &[("x-big", big.as_str())], None).await;
+    assert_eq!(answer.status, 431);
+    assert_eq!(product.calls(), 0);
+    let malformed =
+        raw(gw.addr, b"GET /p/1 HTTP/1.1\r\nHost localhost\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(malformed.starts_with("HTTP/1.1 400"), "{malformed}");
+    let fine = get(gw.addr, "/p/1").await;
+    assert_eq!(fine.status, 200);
+    gw.stop(false).await;
+}

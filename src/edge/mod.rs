@@ -158,6 +158,16 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     })
 }
 
+/// SPEC.md's limit on request headers (actix-http itself stops at 128 KiB).
+const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// The size of the request line and headers as sent (near enough: names,
+/// values and separators).
+fn header_bytes(req: &HttpRequest) -> usize {
+    let line = req.uri().to_string().len() + 16;
+    req.headers().iter().fold(line, |sum, (n, v)| sum + n.as_str().len() + v.len() + 4)
+}
+
 /// `server.max_body`, for the proxy.
 #[derive(Debug, Clone, Copy)]
 struct MaxBody(u64);
@@ -170,6 +180,12 @@ async fn dispatch(
 ) -> HttpResponse {
     let arrived = Instant::now();
     let request_id = request_id::request_id(req.headers());
+    if header_bytes(&req) > MAX_HEADER_BYTES {
+        let mut response =
+            error_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None);
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        return response;
+    }
     let runtime = gateway.runtime.load_full();
     let path = req.uri().path();
     let matched_route = runtime
