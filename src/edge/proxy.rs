@@ -184,10 +184,10 @@ pub async fn forward(
     if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
         headers.insert(HeaderName::from_static("x-forwarded-for"), v);
     }
-    let scheme = req.connection_info().scheme().to_string();
-    if let Ok(v) = HeaderValue::from_str(&scheme) {
-        headers.insert(HeaderName::from_static("x-forwarded-proto"), v);
-    }
+    // The scheme of the connection we accepted, never the client's own
+    // `X-Forwarded-Proto` or `Forwarded` claim (which `connection_info` trusts).
+    let scheme = if req.app_config().secure() { "https" } else { "http" };
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
     if let Some(host) = req.headers().get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
@@ -198,7 +198,7 @@ pub async fn forward(
     let mut retries_left =
         if idempotent && !has_body && instances.len() > 1 { backend.config().retries } else { 0 };
     let mut payload = Some(payload);
-    let overflowed = Rc::new(Cell::new(false));
+    let body_fault = Rc::new(Cell::new(BodyFault::None));
     let mut previous = None;
     loop {
         let Some(index) = backend.balancer.pick(&instances, previous) else {
@@ -212,7 +212,7 @@ pub async fn forward(
         let started = Instant::now();
         let send = match (has_body, payload.take()) {
             (true, Some(body)) => {
-                let limited = limit_body(body, max_body, overflowed.clone());
+                let limited = limit_body(body, max_body, body_fault.clone());
                 match declared_len {
                     Some(len) => request.send_body(SizedStream::new(len, limited)),
                     None => request.send_stream(limited),
@@ -227,10 +227,21 @@ pub async fn forward(
             Ok(Ok(response)) if response.status().is_server_error() => Ok((response, true)),
             Ok(Ok(response)) => Ok((response, false)),
         };
-        if overflowed.get() {
-            // The client's fault, not the backend's: record nothing.
-            drop(permit);
-            return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None);
+        // The client's fault, not the backend's: record nothing.
+        match body_fault.get() {
+            BodyFault::None => {}
+            BodyFault::TooLarge => {
+                drop(permit);
+                return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None);
+            }
+            BodyFault::Broken => {
+                drop(permit);
+                return error_response(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    Some("request body incomplete"),
+                );
+            }
         }
         let fault = match &outcome {
             Err(e) => e.is_upstream_fault(),
@@ -297,17 +308,30 @@ where
     }
 }
 
+/// Why the client's request body could not be relayed (the client's fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyFault {
+    None,
+    /// It grew past `max_body`.
+    TooLarge,
+    /// The client broke it off (or sent bad framing).
+    Broken,
+}
+
 fn limit_body(
     payload: web::Payload,
     max_body: u64,
-    overflowed: Rc<Cell<bool>>,
+    fault: Rc<Cell<BodyFault>>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, PayloadError>> + 'static {
     let mut seen: u64 = 0;
     payload.map(move |chunk| {
-        let chunk = chunk.map_err(|_| PayloadError::Incomplete(None))?;
+        let chunk = chunk.map_err(|_| {
+            fault.set(BodyFault::Broken);
+            PayloadError::Incomplete(None)
+        })?;
         seen += chunk.len() as u64;
         if seen > max_body {
-            overflowed.set(true);
+            fault.set(BodyFault::TooLarge);
             return Err(PayloadError::Overflow);
         }
         Ok(chunk)
