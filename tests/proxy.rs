@@ -611,8 +611,6 @@ async fn aborted_uploads_do_not_open_the_breaker() {
 /// `timeout` bounds the wait for the response headers, not the client's
 /// upload, and a slow client must not count against the backend's breaker.
 #[actix_rt::test]
-#[ignore = "bug: src/edge/proxy.rs forward(): the per-attempt timeout wraps the whole awc send, \
-            including the client's upload, so a slow upload is a 504 and a breaker failure"]
 async fn slow_upload_is_not_a_backend_timeout() {
     let (cart, gw) = one_cart(Reply::ok(r#"{"ok":true}"#), "timeout = \"300ms\"").await;
     let started = std::time::Instant::now();

@@ -119,11 +119,14 @@ pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
     let admin_config = config.admin.clone();
     let gateway = Gateway::new(config);
     let data = web::Data::from(gateway.clone());
-    let max_body = web::Data::new(MaxBody(server_config.max_body));
+    let limits = web::Data::new(EdgeLimits {
+        max_body: server_config.max_body,
+        client_timeout: server_config.client_timeout,
+    });
     let edge = HttpServer::new(move || {
         App::new()
             .app_data(data.clone())
-            .app_data(max_body.clone())
+            .app_data(limits.clone())
             .default_service(web::to(dispatch))
     })
     .workers(server_config.workers.max(1))
@@ -168,15 +171,18 @@ fn header_bytes(req: &HttpRequest) -> usize {
     req.headers().iter().fold(line, |sum, (n, v)| sum + n.as_str().len() + v.len() + 4)
 }
 
-/// `server.max_body`, for the proxy.
+/// `server.max_body` and `server.client_timeout`, for the proxy.
 #[derive(Debug, Clone, Copy)]
-struct MaxBody(u64);
+struct EdgeLimits {
+    max_body: u64,
+    client_timeout: std::time::Duration,
+}
 
 async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
-    max_body: web::Data<MaxBody>,
+    limits: web::Data<EdgeLimits>,
 ) -> HttpResponse {
     let arrived = Instant::now();
     let request_id = request_id::request_id(req.headers());
@@ -197,7 +203,15 @@ async fn dispatch(
     } else if let Some(proxy) =
         runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
     {
-        let response = proxy::forward(&req, payload, proxy, &request_id, max_body.0).await;
+        let response = proxy::forward(
+            &req,
+            payload,
+            proxy,
+            &request_id,
+            limits.max_body,
+            limits.client_timeout,
+        )
+        .await;
         proxy.duration.record(arrived.elapsed().as_secs_f64());
         (proxy.config.prefix.as_str(), response)
     } else {

@@ -9,6 +9,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -119,6 +120,7 @@ pub async fn forward(
     proxy: &ProxyRuntime,
     request_id: &HeaderValue,
     max_body: u64,
+    client_timeout: Duration,
 ) -> HttpResponse {
     let backend = &proxy.backend;
     let name = backend.name();
@@ -199,6 +201,7 @@ pub async fn forward(
         if idempotent && !has_body && instances.len() > 1 { backend.config().retries } else { 0 };
     let mut payload = Some(payload);
     let body_fault = Rc::new(Cell::new(BodyFault::None));
+    let progress = Rc::new(BodyProgress::new());
     let mut previous = None;
     loop {
         let Some(index) = backend.balancer.pick(&instances, previous) else {
@@ -212,7 +215,7 @@ pub async fn forward(
         let started = Instant::now();
         let send = match (has_body, payload.take()) {
             (true, Some(body)) => {
-                let limited = limit_body(body, max_body, body_fault.clone());
+                let limited = limit_body(body, max_body, body_fault.clone(), progress.clone());
                 match declared_len {
                     Some(len) => request.send_body(SizedStream::new(len, limited)),
                     None => request.send_stream(limited),
@@ -220,7 +223,13 @@ pub async fn forward(
             }
             _ => request.send(),
         };
-        let result = tokio::time::timeout(timeout, send).await;
+        let upload = has_body.then(|| progress.clone());
+        let result = await_response(send, timeout, upload, client_timeout).await;
+        if matches!(result, Err(Waited::ClientStalled)) {
+            // The client stopped sending its body: its fault, record nothing.
+            drop(permit);
+            return error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout", None);
+        }
         let outcome = match result {
             Err(_) => Err(FetchError::Timeout),
             Ok(Err(e)) => Err(classify_send_error(e)),
@@ -318,24 +327,95 @@ enum BodyFault {
     Broken,
 }
 
+/// How far the client's request body has come: the backend's `timeout`
+/// bounds the wait for response headers *after* the body was relayed, so a
+/// slow client is never blamed on the backend.
+struct BodyProgress {
+    last_chunk: Cell<Instant>,
+    done_at: Cell<Option<Instant>>,
+}
+
+impl BodyProgress {
+    fn new() -> Self {
+        Self { last_chunk: Cell::new(Instant::now()), done_at: Cell::new(None) }
+    }
+}
+
+/// Why no response head arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Waited {
+    /// The backend took longer than `timeout` after the request was sent.
+    Timeout,
+    /// The client sent no body bytes for `client_timeout`.
+    ClientStalled,
+}
+
+/// Waits for the response head: `timeout` counted from the end of the
+/// request body (from the start without one); while the client is still
+/// uploading, only its silence (`client_idle`) ends the wait.
+async fn await_response<F: std::future::Future>(
+    send: F,
+    timeout: Duration,
+    upload: Option<Rc<BodyProgress>>,
+    client_idle: Duration,
+) -> Result<F::Output, Waited> {
+    let started = Instant::now();
+    let mut send = std::pin::pin!(send);
+    loop {
+        let (limit, on_expiry) = match &upload {
+            None => (started + timeout, Waited::Timeout),
+            Some(p) => match p.done_at.get() {
+                Some(done) => (done + timeout, Waited::Timeout),
+                None => (p.last_chunk.get() + client_idle, Waited::ClientStalled),
+            },
+        };
+        tokio::select! {
+            out = &mut send => return Ok(out),
+            _ = tokio::time::sleep_until(limit) => {
+                // Progress may have moved the limit while we slept.
+                let moved = match &upload {
+                    None => false,
+                    Some(p) => match (on_expiry, p.done_at.get()) {
+                        (Waited::ClientStalled, Some(_)) => true,
+                        (Waited::ClientStalled, None) => p.last_chunk.get() + client_idle > limit,
+                        _ => false,
+                    },
+                };
+                if !moved {
+                    return Err(on_expiry);
+                }
+            }
+        }
+    }
+}
+
 fn limit_body(
     payload: web::Payload,
     max_body: u64,
     fault: Rc<Cell<BodyFault>>,
+    progress: Rc<BodyProgress>,
 ) -> impl futures_util::Stream<Item = Result<bytes::Bytes, PayloadError>> + 'static {
     let mut seen: u64 = 0;
-    payload.map(move |chunk| {
-        let chunk = chunk.map_err(|_| {
-            fault.set(BodyFault::Broken);
-            PayloadError::Incomplete(None)
-        })?;
-        seen += chunk.len() as u64;
-        if seen > max_body {
-            fault.set(BodyFault::TooLarge);
-            return Err(PayloadError::Overflow);
-        }
-        Ok(chunk)
-    })
+    let at_end = progress.clone();
+    let end = futures_util::stream::poll_fn(move |_| {
+        at_end.done_at.set(Some(Instant::now()));
+        std::task::Poll::Ready(None)
+    });
+    payload
+        .map(move |chunk| {
+            progress.last_chunk.set(Instant::now());
+            let chunk = chunk.map_err(|_| {
+                fault.set(BodyFault::Broken);
+                PayloadError::Incomplete(None)
+            })?;
+            seen += chunk.len() as u64;
+            if seen > max_body {
+                fault.set(BodyFault::TooLarge);
+                return Err(PayloadError::Overflow);
+            }
+            Ok(chunk)
+        })
+        .chain(end)
 }
 
 #[cfg(test)]
