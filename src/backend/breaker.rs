@@ -389,6 +389,36 @@ mod tests {
         assert_eq!(b.times_opened(), 2);
     }
 
+    /// The success-rate policy trips once a full window has passed with the
+    /// rate below the requirement (failsafe needs one whole window first).
+    #[test]
+    fn success_rate_policy_opens_below_the_rate() {
+        let b = Breaker::new(
+            "rate",
+            &BreakerConfig {
+                policy: BreakerPolicy::SuccessRate {
+                    required_success_rate: 0.9,
+                    minimum_calls: 5,
+                    window: Duration::from_secs(1),
+                },
+                backoff: Backoff::Constant { delay: Duration::from_secs(10) },
+                half_open_calls: 1,
+            },
+        );
+        for _ in 0..10 {
+            let p = b.try_acquire().expect("closed");
+            b.record(p, true);
+        }
+        assert_eq!(b.state(), BreakerState::Closed, "not before a full window");
+        std::thread::sleep(Duration::from_millis(1100));
+        for _ in 0..10 {
+            if let Some(p) = b.try_acquire() {
+                b.record(p, true);
+            }
+        }
+        assert_eq!(b.state(), BreakerState::Open);
+    }
+
     #[test]
     fn forced_modes_override_the_policy() {
         let b = breaker(1, 10_000, 1);
