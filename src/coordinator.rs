@@ -52,13 +52,15 @@ async fn ask(
     let started = Instant::now();
     let path = section.template.render(params);
     let mut headers = Vec::with_capacity(1 + section.forward_headers.len());
-    headers.push((X_REQUEST_ID.clone(), request_id.clone()));
     for name in &section.forward_headers {
         for value in request_headers.get_all(name) {
             headers.push((name.clone(), value.clone()));
         }
     }
+    // The key covers the forwarded headers only: the request id changes
+    // with every request and must not split the cache.
     let cache_key = section.backend.cache_key(&path, &headers);
+    headers.push((X_REQUEST_ID.clone(), request_id.clone()));
     let spec = CallSpec { path, headers, cache_key: cache_key.clone() };
     match tokio::time::timeout_at(deadline, section.backend.fetch(spec, deadline)).await {
         Ok(reply) => reply,

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use actix::{Addr, ArbiterHandle};
 use actix_web::http::header::HeaderName;
@@ -18,6 +18,41 @@ use crate::backend::Backend;
 use crate::config::{Config, ProxyConfig, RouteConfig};
 use crate::page::{SectionLabel, Source};
 use crate::template::PathTemplate;
+
+/// Statuses whose `mosaic_requests_total` handle is kept once first seen.
+const COMMON_STATUSES: [u16; 17] =
+    [200, 201, 204, 304, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503, 504];
+
+/// `mosaic_requests_total{route,status}` for one route label. The handles of
+/// common statuses are registered on first use and kept, so a request only
+/// bumps an atomic; rarer statuses are looked up in the registry.
+#[derive(Debug)]
+pub struct RequestCounters {
+    route: String,
+    common: [OnceLock<Counter>; COMMON_STATUSES.len()],
+}
+
+impl RequestCounters {
+    /// Counters for the route label `route` (a template or prefix, never a raw path).
+    pub fn new(route: &str) -> Self {
+        Self { route: route.to_string(), common: std::array::from_fn(|_| OnceLock::new()) }
+    }
+
+    /// Counts one response.
+    pub fn record(&self, status: u16) {
+        let register = || {
+            metrics::counter!(
+                "mosaic_requests_total",
+                "route" => self.route.clone(),
+                "status" => status.to_string()
+            )
+        };
+        match COMMON_STATUSES.iter().position(|s| *s == status) {
+            Some(i) => self.common[i].get_or_init(register).increment(1),
+            None => register().increment(1),
+        }
+    }
+}
 
 /// A backend and the actor that owns it.
 #[derive(Debug, Clone)]
@@ -56,6 +91,8 @@ pub struct RouteRuntime {
     pub labels: Vec<SectionLabel>,
     /// `mosaic_request_duration_seconds{route}`.
     pub duration: Histogram,
+    /// `mosaic_requests_total{route,status}`.
+    pub requests: RequestCounters,
 }
 
 /// A proxy route, resolved.
@@ -67,6 +104,8 @@ pub struct ProxyRuntime {
     pub backend: Arc<Backend>,
     /// `mosaic_request_duration_seconds{route}` (route = the prefix).
     pub duration: Histogram,
+    /// `mosaic_requests_total{route,status}` (route = the prefix).
+    pub requests: RequestCounters,
 }
 
 /// Everything the edge needs, for one configuration.
@@ -80,6 +119,8 @@ pub struct Runtime {
     pub routes: Vec<RouteRuntime>,
     /// Proxy routes, longest prefix first.
     pub proxies: Vec<ProxyRuntime>,
+    /// `mosaic_requests_total{route="unmatched"}`.
+    pub unmatched: RequestCounters,
 }
 
 impl Runtime {
@@ -116,11 +157,12 @@ impl Runtime {
                     config: proxy.clone(),
                     backend,
                     duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => proxy.prefix.clone()),
+                    requests: RequestCounters::new(&proxy.prefix),
                 })
             })
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
-        Self { config, backends, routes, proxies }
+        Self { config, backends, routes, proxies, unmatched: RequestCounters::new("unmatched") }
     }
 
     /// Whether every backend has at least one instance.
@@ -164,5 +206,6 @@ fn build_route(
         sections,
         labels,
         duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => route.path.clone()),
+        requests: RequestCounters::new(&route.path),
     })
 }

@@ -3,6 +3,7 @@
 //! slow backend cannot pile up requests (and memory) in the gateway.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 /// Counts calls in flight against `max_in_flight`.
 #[derive(Debug)]
@@ -11,20 +12,21 @@ pub struct Bulkhead {
     max_in_flight: usize,
 }
 
-/// A slot in the bulkhead; released on drop.
+/// A slot in the bulkhead, released on drop. It owns its bulkhead, so it can
+/// outlive the request handler (a streamed proxy body holds it to the end).
 #[derive(Debug)]
-pub struct BulkheadSlot<'a> {
-    bulkhead: &'a Bulkhead,
+pub struct BulkheadSlot {
+    bulkhead: Arc<Bulkhead>,
 }
 
 impl Bulkhead {
     /// A bulkhead admitting up to `max_in_flight` calls at once.
-    pub fn new(max_in_flight: usize) -> Self {
-        Self { in_flight: AtomicUsize::new(0), max_in_flight }
+    pub fn new(max_in_flight: usize) -> Arc<Self> {
+        Arc::new(Self { in_flight: AtomicUsize::new(0), max_in_flight })
     }
 
     /// Takes a slot, or `None` when full.
-    pub fn try_enter(&self) -> Option<BulkheadSlot<'_>> {
+    pub fn try_enter(self: &Arc<Self>) -> Option<BulkheadSlot> {
         let mut current = self.in_flight.load(Ordering::Relaxed);
         loop {
             if current >= self.max_in_flight {
@@ -36,27 +38,10 @@ impl Bulkhead {
                 Ordering::Acquire,
                 Ordering::Relaxed,
             ) {
-                Ok(_) => return Some(BulkheadSlot { bulkhead: self }),
+                Ok(_) => return Some(BulkheadSlot { bulkhead: self.clone() }),
                 Err(seen) => current = seen,
             }
         }
-    }
-
-    /// Takes a slot to be given back with [`Bulkhead::release`] (for slots
-    /// that outlive a borrow, such as a streamed proxy body).
-    pub fn try_acquire(&self) -> bool {
-        match self.try_enter() {
-            Some(slot) => {
-                std::mem::forget(slot);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Gives back a slot taken with [`Bulkhead::try_acquire`].
-    pub fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Release);
     }
 
     /// Calls in flight now.
@@ -65,7 +50,7 @@ impl Bulkhead {
     }
 }
 
-impl Drop for BulkheadSlot<'_> {
+impl Drop for BulkheadSlot {
     fn drop(&mut self) {
         self.bulkhead.in_flight.fetch_sub(1, Ordering::Release);
     }

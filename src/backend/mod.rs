@@ -33,9 +33,9 @@ use tokio::time::Instant;
 
 use crate::config::{BackendConfig, InstanceSource};
 use crate::page::{SectionReply, Source};
-use balancer::Balancer;
-use breaker::Breaker;
-use bulkhead::Bulkhead;
+use balancer::{Balancer, Instance};
+use breaker::{Breaker, BreakerPermit};
+use bulkhead::{Bulkhead, BulkheadSlot};
 use cache::{Lookup, ResponseCache};
 use client::Fetched;
 use flight::{Flights, Role};
@@ -54,6 +54,19 @@ pub struct CallSpec {
     pub cache_key: Option<Arc<str>>,
 }
 
+/// Permission for a call (step 2 of SPEC.md's failure handling passed):
+/// the instances to use, a breaker permit for the first attempt and a
+/// bulkhead slot held for the whole call.
+#[derive(Debug)]
+pub struct Admission<'a> {
+    /// The instance list, as it was when the call was admitted.
+    pub instances: Arc<Vec<Instance>>,
+    /// Permission for the first attempt.
+    pub permit: BreakerPermit<'a>,
+    /// The call's place in the bulkhead.
+    pub slot: BulkheadSlot,
+}
+
 /// One backend's shared state.
 #[derive(Debug)]
 pub struct Backend {
@@ -64,7 +77,7 @@ pub struct Backend {
     /// Circuit breaker.
     pub breaker: Breaker,
     /// Calls in flight cap.
-    pub bulkhead: Bulkhead,
+    pub bulkhead: Arc<Bulkhead>,
     /// Response cache, when configured.
     pub cache: Option<ResponseCache>,
     flights: Arc<Flights>,
@@ -109,16 +122,14 @@ impl Backend {
         self.max_body
     }
 
-    /// The cache key of a call: the path and the forwarded header values, so
-    /// one user's answer is never served to another. `None` without a cache.
+    /// The cache key of a call: the path and the section's forwarded header
+    /// values (pass exactly those), so one user's answer is never served to
+    /// another. `None` without a cache.
     pub fn cache_key(&self, path: &str, headers: &[(HeaderName, HeaderValue)]) -> Option<Arc<str>> {
         self.cache.as_ref()?;
         let mut key = String::with_capacity(path.len() + 32);
         key.push_str(path);
         for (name, value) in headers {
-            if name == "x-request-id" || name == "traceparent" {
-                continue;
-            }
             key.push('\n');
             key.push_str(name.as_str());
             key.push('=');
@@ -154,18 +165,11 @@ impl Backend {
             _ => self.call(&spec.path, &spec.headers, deadline).await,
         };
         match result {
-            Ok(fetched) if fetched.is_success() => SectionReply {
-                source: Source::Live,
-                status: Some(fetched.status),
-                body: Some(fetched.body),
-                error: None,
-                age: None,
-                elapsed: started.elapsed(),
-            },
+            // A 4xx is an answer: live, no body, no error.
             Ok(fetched) => SectionReply {
                 source: Source::Live,
                 status: Some(fetched.status),
-                body: None,
+                body: fetched.is_success().then_some(fetched.body),
                 error: None,
                 age: None,
                 elapsed: started.elapsed(),
@@ -266,24 +270,11 @@ impl Backend {
         headers: &[(HeaderName, HeaderValue)],
         deadline: Instant,
     ) -> Result<Fetched, FetchError> {
-        let instances = self.balancer.snapshot();
-        if instances.is_empty() {
-            self.stats.rejected(FetchError::NoInstances);
-            return Err(FetchError::NoInstances);
-        }
-        let Some(mut permit) = self.breaker.try_acquire() else {
-            self.stats.rejected(FetchError::CircuitOpen);
-            return Err(FetchError::CircuitOpen);
-        };
-        let Some(_slot) = self.bulkhead.try_enter() else {
-            self.stats.rejected(FetchError::Rejected);
-            return Err(FetchError::Rejected);
-        };
-        let mut retries_left = if instances.len() > 1 { self.config.retries } else { 0 };
+        let Admission { instances, mut permit, slot: _slot } = self.admit()?;
+        let mut retries_left = self.retry_budget(&instances, true);
         let mut previous = None;
         loop {
             let Some(index) = self.balancer.pick(&instances, previous) else {
-                self.stats.rejected(FetchError::NoInstances);
                 return Err(FetchError::NoInstances);
             };
             let url = format!("{}{}", instances[index].base_url, path);
@@ -295,19 +286,58 @@ impl Backend {
                 Err(error) => error,
             };
             let time_left = deadline.saturating_duration_since(Instant::now());
-            if !error.is_retryable() || retries_left == 0 || time_left < MIN_RETRY_BUDGET {
+            if !error.is_retryable() || time_left < MIN_RETRY_BUDGET {
                 return Err(error);
             }
-            // Every attempt needs the breaker's permission; if this failure
-            // opened it, report the failure rather than `circuit_open`.
-            permit = match self.breaker.try_acquire() {
+            permit = match self.permit_retry(&mut retries_left) {
                 Some(p) => p,
                 None => return Err(error),
             };
-            retries_left -= 1;
             previous = Some(index);
-            self.stats.retry();
         }
+    }
+
+    /// Step 2 of the failure handling, shared by sections and proxy routes:
+    /// no instance, an open breaker or a full bulkhead refuse the call at
+    /// once (counted as rejections, never as failures).
+    pub fn admit(&self) -> Result<Admission<'_>, FetchError> {
+        let instances = self.balancer.snapshot();
+        if instances.is_empty() {
+            self.stats.rejected(FetchError::NoInstances);
+            return Err(FetchError::NoInstances);
+        }
+        let Some(permit) = self.breaker.try_acquire() else {
+            self.stats.rejected(FetchError::CircuitOpen);
+            return Err(FetchError::CircuitOpen);
+        };
+        let Some(slot) = self.bulkhead.try_enter() else {
+            self.stats.rejected(FetchError::Rejected);
+            return Err(FetchError::Rejected);
+        };
+        Ok(Admission { instances, permit, slot })
+    }
+
+    /// How many retries a call may make: `retries` for a repeatable request
+    /// when there is another instance to go to, else none.
+    pub fn retry_budget(&self, instances: &[Instance], repeatable: bool) -> u32 {
+        if repeatable && instances.len() > 1 {
+            self.config.retries
+        } else {
+            0
+        }
+    }
+
+    /// Permission for one more attempt, if the budget and the breaker allow
+    /// (every attempt needs a permit; if the last failure opened the breaker,
+    /// the caller reports that failure rather than `circuit_open`).
+    pub fn permit_retry(&self, retries_left: &mut u32) -> Option<BreakerPermit<'_>> {
+        if *retries_left == 0 {
+            return None;
+        }
+        let permit = self.breaker.try_acquire()?;
+        *retries_left -= 1;
+        self.stats.retry();
+        Some(permit)
     }
 
     /// One attempt, bounded by `timeout` and by the deadline.

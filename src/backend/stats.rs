@@ -70,21 +70,28 @@ impl BackendStats {
 
     /// Records one attempt.
     pub fn attempt(&self, result: &Result<Fetched, FetchError>, elapsed: Duration) {
-        self.duration.record(elapsed.as_secs_f64());
         match result {
-            Ok(f) if f.status >= 400 => {
-                self.successes.fetch_add(1, Ordering::Relaxed);
-                self.outcome_client_error.increment(1);
-            }
-            Ok(_) => {
-                self.successes.fetch_add(1, Ordering::Relaxed);
-                self.outcome_success.increment(1);
-            }
-            Err(e) => {
-                self.failures.fetch_add(1, Ordering::Relaxed);
-                self.error(*e);
-            }
+            Ok(fetched) => self.answered(fetched.status, elapsed),
+            Err(error) => self.failed(*error, elapsed),
         }
+    }
+
+    /// Records an attempt the service answered without fault (2xx-4xx).
+    pub fn answered(&self, status: u16, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        if status >= 400 {
+            self.outcome_client_error.increment(1);
+        } else {
+            self.outcome_success.increment(1);
+        }
+    }
+
+    /// Records an attempt that failed upstream.
+    pub fn failed(&self, error: FetchError, elapsed: Duration) {
+        self.duration.record(elapsed.as_secs_f64());
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.error(error);
     }
 
     /// Records a call refused before any attempt.

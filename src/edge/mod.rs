@@ -198,8 +198,8 @@ async fn dispatch(
         .routes
         .iter()
         .find_map(|route| route.config.template.match_path(path).map(|raw| (route, raw)));
-    let (label, mut response) = if let Some((route, raw)) = matched_route {
-        (route.config.path.as_str(), page::serve(&req, route, raw, &request_id, arrived).await)
+    let (counters, mut response) = if let Some((route, raw)) = matched_route {
+        (&route.requests, page::serve(&req, route, raw, &request_id, arrived).await)
     } else if let Some(proxy) =
         runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
     {
@@ -213,17 +213,12 @@ async fn dispatch(
         )
         .await;
         proxy.duration.record(arrived.elapsed().as_secs_f64());
-        (proxy.config.prefix.as_str(), response)
+        (&proxy.requests, response)
     } else {
-        ("unmatched", error_response(StatusCode::NOT_FOUND, "not_found", None))
+        (&runtime.unmatched, error_response(StatusCode::NOT_FOUND, "not_found", None))
     };
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    metrics::counter!(
-        "mosaic_requests_total",
-        "route" => label.to_string(),
-        "status" => response.status().as_str().to_string()
-    )
-    .increment(1);
+    counters.record(response.status().as_u16());
     response
 }
 

@@ -8,7 +8,6 @@
 
 use std::cell::Cell;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
@@ -20,8 +19,9 @@ use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::error_response;
+use crate::backend::bulkhead::BulkheadSlot;
 use crate::backend::client::{classify_send_error, worker_client};
-use crate::backend::{Backend, FetchError};
+use crate::backend::{Admission, FetchError};
 use crate::coordinator::X_REQUEST_ID;
 use crate::runtime::ProxyRuntime;
 
@@ -104,15 +104,6 @@ fn status_for(error: FetchError) -> StatusCode {
     }
 }
 
-/// Releases a bulkhead slot when the response body is done (or dropped).
-struct InFlight(Arc<Backend>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.bulkhead.release();
-    }
-}
-
 /// Forwards one request.
 pub async fn forward(
     req: &HttpRequest,
@@ -154,20 +145,10 @@ pub async fn forward(
         req.uri().query().unwrap_or(""),
     );
 
-    let instances = backend.balancer.snapshot();
-    if instances.is_empty() {
-        backend.stats.rejected(FetchError::NoInstances);
-        return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::NoInstances, name);
-    }
-    let Some(mut permit) = backend.breaker.try_acquire() else {
-        backend.stats.rejected(FetchError::CircuitOpen);
-        return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::CircuitOpen, name);
+    let Admission { instances, mut permit, slot } = match backend.admit() {
+        Ok(admission) => admission,
+        Err(error) => return proxy_error(status_for(error), error, name),
     };
-    if !backend.bulkhead.try_acquire() {
-        backend.stats.rejected(FetchError::Rejected);
-        return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::Rejected, name);
-    }
-    let in_flight = InFlight(backend.clone());
 
     let listed = connection_listed(req.headers());
     let mut headers = HeaderMap::new();
@@ -197,8 +178,8 @@ pub async fn forward(
 
     let client = worker_client();
     let timeout = backend.config().timeout;
-    let mut retries_left =
-        if idempotent && !has_body && instances.len() > 1 { backend.config().retries } else { 0 };
+    // A body is streamed once, so only a bodiless idempotent request can be repeated.
+    let mut retries_left = backend.retry_budget(&instances, idempotent && !has_body);
     let mut payload = Some(payload);
     let body_fault = Rc::new(Cell::new(BodyFault::None));
     let progress = Rc::new(BodyProgress::new());
@@ -261,21 +242,17 @@ pub async fn forward(
             Err(e) => e.is_retryable(),
             Ok((_, server_error)) => *server_error,
         };
-        let stats_result = match &outcome {
-            Err(e) => Err(*e),
-            Ok((_, true)) => Err(FetchError::Status5xx),
-            Ok((r, false)) => Ok(crate::backend::client::Fetched {
-                status: r.status().as_u16(),
-                body: bytes::Bytes::new(),
-            }),
-        };
-        backend.stats.attempt(&stats_result, started.elapsed());
-        if retryable && retries_left > 0 {
-            if let Some(p) = backend.breaker.try_acquire() {
-                permit = p;
-                retries_left -= 1;
+        match &outcome {
+            Err(error) => backend.stats.failed(*error, started.elapsed()),
+            Ok((_, true)) => backend.stats.failed(FetchError::Status5xx, started.elapsed()),
+            Ok((response, false)) => {
+                backend.stats.answered(response.status().as_u16(), started.elapsed())
+            }
+        }
+        if retryable {
+            if let Some(next) = backend.permit_retry(&mut retries_left) {
+                permit = next;
                 previous = Some(index);
-                backend.stats.retry();
                 continue;
             }
         }
@@ -283,12 +260,12 @@ pub async fn forward(
             Ok(ok) => ok,
             Err(error) => return proxy_error(status_for(error), error, name),
         };
-        return relay(response, in_flight);
+        return relay(response, slot);
     }
 }
 
 /// Streams the service's answer back, hop-by-hop headers dropped.
-fn relay<S>(response: awc::ClientResponse<S>, in_flight: InFlight) -> HttpResponse
+fn relay<S>(response: awc::ClientResponse<S>, slot: BulkheadSlot) -> HttpResponse
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, PayloadError>> + Unpin + 'static,
 {
@@ -308,7 +285,7 @@ where
     }
     // The bulkhead slot is held until the body has been relayed.
     let body = response.map(move |chunk| {
-        let _hold = &in_flight;
+        let _hold = &slot;
         chunk
     });
     match length {

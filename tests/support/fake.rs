@@ -181,17 +181,23 @@ async fn serve_connection(
     }
 }
 
+/// Reads what the peer sent next into `buf`; `None` once it closed or failed.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    let n = stream.read(&mut chunk).await.ok()?;
+    if n == 0 {
+        return None;
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Some(())
+}
+
 async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recorded> {
     let head_end = loop {
         if let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break pos;
         }
-        let mut chunk = [0u8; 4096];
-        let n = stream.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(stream, buf).await?;
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
     let mut lines = head.split("\r\n");
@@ -213,12 +219,7 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Recor
             .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         while buf.len() < len {
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            read_more(stream, buf).await?;
         }
         buf.drain(..len).collect()
     };
@@ -232,23 +233,13 @@ async fn read_chunked(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<Vec<u
             if let Some(pos) = buf.windows(2).position(|w| w == b"\r\n") {
                 break pos;
             }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            read_more(stream, buf).await?;
         };
         let size_text = String::from_utf8_lossy(&buf[..line_end]).to_string();
         let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
         buf.drain(..line_end + 2);
         while buf.len() < size + 2 {
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
+            read_more(stream, buf).await?;
         }
         body.extend(buf.drain(..size));
         buf.drain(..2);
