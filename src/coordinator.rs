@@ -18,20 +18,22 @@ use crate::template::Params;
 /// `X-Request-Id`, forwarded to every service.
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Composes a page for a matched route.
+/// Composes a page for a matched route. `per_request` headers (request id,
+/// trace context) go to every service; the replies are returned too, for
+/// the access log.
 pub async fn compose(
     route: &RouteRuntime,
     params: &Params<'_>,
     request_headers: &HeaderMap,
-    request_id: &HeaderValue,
+    per_request: &[(HeaderName, HeaderValue)],
     arrived: Instant,
-) -> Page {
+) -> (Page, Vec<SectionReply>) {
     let deadline = arrived + route.config.deadline;
     let replies = join_all(
         route
             .sections
             .iter()
-            .map(|section| ask(section, params, request_headers, request_id, deadline)),
+            .map(|section| ask(section, params, request_headers, per_request, deadline)),
     )
     .await;
     for (section, reply) in route.sections.iter().zip(&replies) {
@@ -39,28 +41,29 @@ pub async fn compose(
             section.source_counters[i].increment(1);
         }
     }
-    page::assemble(&route.labels, &replies, arrived.elapsed())
+    let page = page::assemble(&route.labels, &replies, arrived.elapsed());
+    (page, replies)
 }
 
 async fn ask(
     section: &SectionRuntime,
     params: &Params<'_>,
     request_headers: &HeaderMap,
-    request_id: &HeaderValue,
+    per_request: &[(HeaderName, HeaderValue)],
     deadline: Instant,
 ) -> SectionReply {
     let started = Instant::now();
     let path = section.template.render(params);
-    let mut headers = Vec::with_capacity(1 + section.forward_headers.len());
+    let mut headers = Vec::with_capacity(per_request.len() + section.forward_headers.len());
     for name in &section.forward_headers {
         for value in request_headers.get_all(name) {
             headers.push((name.clone(), value.clone()));
         }
     }
-    // The key covers the forwarded headers only: the request id changes
-    // with every request and must not split the cache.
+    // The key covers the forwarded headers only: request id and trace
+    // context change with every request and must not split the cache.
     let cache_key = section.backend.cache_key(&path, &headers);
-    headers.push((X_REQUEST_ID.clone(), request_id.clone()));
+    headers.extend_from_slice(per_request);
     let spec = CallSpec { path, headers, cache_key: cache_key.clone() };
     match tokio::time::timeout_at(deadline, section.backend.fetch(spec, deadline)).await {
         Ok(reply) => reply,

@@ -9,7 +9,9 @@
 //! - [`page`]: the page envelope (`_mosaic`), section sources and errors, status rules.
 //! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
 //!   cache, shared calls, load balancing, HTTP client and default response.
+//! - [`gateway`]: the shared state: the runtime in force, reload.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
+//! - [`telemetry`]: logging setup (human or JSON, non-blocking).
 //! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
 //!
 //! # The request path
@@ -29,6 +31,8 @@ pub mod config;
 pub mod coordinator;
 pub mod demo;
 pub mod edge;
+pub mod gateway;
 pub mod page;
 pub mod runtime;
+pub mod telemetry;
 pub mod template;

@@ -14,6 +14,9 @@ use mosaic::demo::{Faults, Service};
     about = "An edge API gateway that composes pages from many services"
 )]
 struct Cli {
+    /// Log line format: human or json (also MOSAIC_LOG_FORMAT). Level: RUST_LOG.
+    #[arg(long, global = true, env = "MOSAIC_LOG_FORMAT", default_value = "human")]
+    log_format: mosaic::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -112,24 +115,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config } => run(&config),
+        Command::Run { config } => run(&config, cli.log_format),
         Command::Demo { listen, admin, base_port, config } => {
-            demo(listen, admin, base_port, config.as_deref())
+            demo(listen, admin, base_port, config.as_deref(), cli.log_format)
         }
         Command::DemoService { service, listen, faults } => {
             demo_service(service, listen, faults.into_faults())
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 fn print_errors(errors: &mosaic::config::ConfigErrors) {
@@ -152,23 +145,16 @@ fn check(path: &Path) -> ExitCode {
     }
 }
 
-fn run(path: &Path) -> ExitCode {
-    init_logging();
-    let config = match mosaic::config::load_file(path) {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("{}: refusing to start:", path.display());
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
+fn run(path: &Path, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
+    let _log = mosaic::telemetry::init_logging(log_format);
     let outcome = actix_rt::System::new().block_on(async move {
-        let gateway = mosaic::edge::start(config).await?;
-        tracing::info!(edge = %gateway.addr, admin = %gateway.admin_addr, "serving; SIGTERM or Ctrl-C to stop");
-        mosaic::edge::shutdown_signal().await;
-        tracing::info!("shutting down: finishing requests in flight");
-        gateway.stop(true).await;
-        tracing::info!("stopped");
+        let gateway = mosaic::edge::start_from_file(path).await?;
+        // One plain line on stdout, for people and scripts alike.
+        println!(
+            "mosaic listening on http://{} (admin http://{})",
+            gateway.addr, gateway.admin_addr
+        );
+        mosaic::edge::serve_until_shutdown(gateway).await;
         Ok::<(), mosaic::edge::StartError>(())
     });
     match outcome {
@@ -183,8 +169,14 @@ fn run(path: &Path) -> ExitCode {
 /// The demo config shipped in the binary, so `mosaic demo` works from any directory.
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
 
-fn demo(listen: SocketAddr, admin: SocketAddr, base_port: u16, path: Option<&Path>) -> ExitCode {
-    init_logging();
+fn demo(
+    listen: SocketAddr,
+    admin: SocketAddr,
+    base_port: u16,
+    path: Option<&Path>,
+    log_format: mosaic::telemetry::LogFormat,
+) -> ExitCode {
+    let _log = mosaic::telemetry::init_logging(log_format);
     let parsed = match path {
         Some(path) => mosaic::config::load_file(path),
         None => mosaic::config::parse_str(DEMO_CONFIG),

@@ -18,15 +18,22 @@ use serde::Deserialize;
 use crate::backend::actor::{ForceBreaker, GetStatus};
 use crate::backend::breaker::ForcedMode;
 use crate::config::AdminConfig;
-use crate::edge::Gateway;
+use crate::gateway::{Gateway, ReloadError};
 
 /// How often the Prometheus recorder's histograms are maintained.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 struct AdminState {
     gateway: Arc<Gateway>,
-    token: Option<String>,
     metrics: Option<PrometheusHandle>,
+}
+
+impl AdminState {
+    /// The token in force: read from the current config, so a reload can
+    /// rotate it.
+    fn authorized(&self, req: &HttpRequest) -> bool {
+        authorized(req, &self.gateway.runtime().config.admin.token)
+    }
 }
 
 /// Starts the admin listener on one worker.
@@ -44,7 +51,7 @@ pub fn start(
             }
         });
     }
-    let state = web::Data::new(AdminState { gateway, token: config.token.clone(), metrics });
+    let state = web::Data::new(AdminState { gateway, metrics });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -53,6 +60,7 @@ pub fn start(
             .route("/metrics", web::get().to(render_metrics))
             .route("/admin/backends", web::get().to(backends))
             .route("/admin/backends/{name}/breaker", web::post().to(force_breaker))
+            .route("/admin/reload", web::post().to(reload))
     })
     .workers(1)
     .disable_signals()
@@ -123,7 +131,7 @@ fn unauthorized() -> HttpResponse {
 }
 
 async fn backends(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if !authorized(&req, &state.token) {
+    if !state.authorized(&req) {
         return unauthorized();
     }
     let runtime = state.gateway.runtime();
@@ -157,7 +165,7 @@ async fn force_breaker(
     name: web::Path<String>,
     body: web::Json<BreakerBody>,
 ) -> HttpResponse {
-    if !authorized(&req, &state.token) {
+    if !state.authorized(&req) {
         return unauthorized();
     }
     let mode =
@@ -178,5 +186,30 @@ async fn force_breaker(
         }
         _ => HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "error": "backend actor restarting, try again" })),
+    }
+}
+
+/// Re-reads the config file: 200 with what changed, or 400 with every error
+/// (nothing changed).
+async fn reload(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if !state.authorized(&req) {
+        return unauthorized();
+    }
+    match state.gateway.reload().await {
+        Ok(report) => {
+            HttpResponse::Ok().json(serde_json::json!({ "reloaded": true, "changes": report }))
+        }
+        Err(ReloadError::Invalid(errors)) => {
+            let list: Vec<_> = errors
+                .errors
+                .iter()
+                .map(|e| serde_json::json!({ "path": e.path, "message": e.message, "error": e.to_string() }))
+                .collect();
+            HttpResponse::BadRequest()
+                .json(serde_json::json!({ "reloaded": false, "errors": list }))
+        }
+        Err(error @ ReloadError::NoFile) => HttpResponse::Conflict().json(
+            serde_json::json!({ "reloaded": false, "errors": [{ "error": error.to_string() }] }),
+        ),
     }
 }

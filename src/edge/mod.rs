@@ -9,63 +9,30 @@
 pub mod page;
 pub mod proxy;
 pub mod request_id;
+pub mod signals;
+pub mod trace;
+
+pub use signals::{serve_until_shutdown, shutdown_signal};
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use actix::Arbiter;
 use actix_web::dev::ServerHandle;
-use actix_web::http::header::{self, HeaderName};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::admin;
-use crate::config::Config;
+use crate::config::{Config, ConfigErrors};
 use crate::coordinator::X_REQUEST_ID;
-use crate::runtime::{BackendHandle, Runtime};
 
 /// `X-Mosaic-Complete: true|false` on every page.
 pub static X_MOSAIC_COMPLETE: HeaderName = HeaderName::from_static("x-mosaic-complete");
 
-/// Shared by the edge workers and the admin listener.
-pub struct Gateway {
-    runtime: ArcSwap<Runtime>,
-    control: Arbiter,
-}
-
-impl std::fmt::Debug for Gateway {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gateway").finish_non_exhaustive()
-    }
-}
-
-impl Gateway {
-    /// Builds the runtime for `config`, with the backend actors on their own arbiter.
-    pub fn new(config: Config) -> Arc<Self> {
-        let control = Arbiter::new();
-        let runtime = Runtime::build(Arc::new(config), &control.handle(), None);
-        Arc::new(Self { runtime: ArcSwap::from_pointee(runtime), control })
-    }
-
-    /// The runtime in force.
-    pub fn runtime(&self) -> Arc<Runtime> {
-        self.runtime.load_full()
-    }
-
-    /// A backend and its actor, by name.
-    pub fn backend(&self, name: &str) -> Option<BackendHandle> {
-        self.runtime.load().backends.get(name).cloned()
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        self.control.stop();
-    }
-}
+pub use crate::gateway::Gateway;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +44,14 @@ pub enum StartError {
         addr: SocketAddr,
         /// The OS error.
         source: io::Error,
+    },
+    /// The config file is invalid.
+    #[error("{path}: refusing to start:\n{errors}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Every error in it.
+        errors: ConfigErrors,
     },
 }
 
@@ -112,22 +87,32 @@ impl RunningGateway {
     }
 }
 
-/// Starts the edge and admin listeners. Must run inside an actix system.
+/// Starts the edge and admin listeners with a config that has no file
+/// behind it (so it cannot be reloaded). Must run inside an actix system.
 pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
+    start_with(config, None).await
+}
+
+/// Reads `path` and starts the gateway from it; `POST /admin/reload` and
+/// SIGHUP re-read the same file.
+pub async fn start_from_file(path: &Path) -> Result<RunningGateway, StartError> {
+    let config = crate::config::load_file(path)
+        .map_err(|errors| StartError::Config { path: path.to_path_buf(), errors })?;
+    start_with(config, Some(path.to_path_buf())).await
+}
+
+/// Starts the edge and admin listeners; `config_path` is where reloads read.
+pub async fn start_with(
+    config: Config,
+    config_path: Option<PathBuf>,
+) -> Result<RunningGateway, StartError> {
     let metrics = admin::metrics::install();
     let server_config = config.server.clone();
     let admin_config = config.admin.clone();
-    let gateway = Gateway::new(config);
+    let gateway = Gateway::new(config, config_path);
     let data = web::Data::from(gateway.clone());
-    let limits = web::Data::new(EdgeLimits {
-        max_body: server_config.max_body,
-        client_timeout: server_config.client_timeout,
-    });
     let edge = HttpServer::new(move || {
-        App::new()
-            .app_data(data.clone())
-            .app_data(limits.clone())
-            .default_service(web::to(dispatch))
+        App::new().app_data(data.clone()).default_service(web::to(dispatch))
     })
     .workers(server_config.workers.max(1))
     .client_request_timeout(server_config.client_timeout)
@@ -171,18 +156,10 @@ fn header_bytes(req: &HttpRequest) -> usize {
     req.headers().iter().fold(line, |sum, (n, v)| sum + n.as_str().len() + v.len() + 4)
 }
 
-/// `server.max_body` and `server.client_timeout`, for the proxy.
-#[derive(Debug, Clone, Copy)]
-struct EdgeLimits {
-    max_body: u64,
-    client_timeout: std::time::Duration,
-}
-
 async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
-    limits: web::Data<EdgeLimits>,
 ) -> HttpResponse {
     let arrived = Instant::now();
     let request_id = request_id::request_id(req.headers());
@@ -192,14 +169,25 @@ async fn dispatch(
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         return response;
     }
-    let runtime = gateway.runtime.load_full();
+    let trace = trace::trace_context(req.headers());
+    let mut per_request = vec![
+        (X_REQUEST_ID.clone(), request_id.clone()),
+        (TRACEPARENT.clone(), trace.outgoing.clone()),
+    ];
+    if let Some(state) = req.headers().get(&TRACESTATE) {
+        per_request.push((TRACESTATE.clone(), state.clone()));
+    }
+    let runtime = gateway.runtime();
+    let server = &runtime.config.server;
     let path = req.uri().path();
     let matched_route = runtime
         .routes
         .iter()
         .find_map(|route| route.config.template.match_path(path).map(|raw| (route, raw)));
-    let (counters, mut response) = if let Some((route, raw)) = matched_route {
-        (&route.requests, page::serve(&req, route, raw, &request_id, arrived).await)
+    let (route_label, counters, mut response, page_log) = if let Some((route, raw)) = matched_route
+    {
+        let (response, log) = page::serve(&req, route, raw, &per_request, arrived).await;
+        (route.config.path.as_str(), &route.requests, response, log)
     } else if let Some(proxy) =
         runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
     {
@@ -207,19 +195,67 @@ async fn dispatch(
             &req,
             payload,
             proxy,
-            &request_id,
-            limits.max_body,
-            limits.client_timeout,
+            &per_request,
+            server.max_body,
+            server.client_timeout,
         )
         .await;
         proxy.duration.record(arrived.elapsed().as_secs_f64());
-        (&proxy.requests, response)
+        (proxy.config.prefix.as_str(), &proxy.requests, response, None)
     } else {
-        (&runtime.unmatched, error_response(StatusCode::NOT_FOUND, "not_found", None))
+        let response = error_response(StatusCode::NOT_FOUND, "not_found", None);
+        ("unmatched", &runtime.unmatched, response, None)
     };
-    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
-    counters.record(response.status().as_u16());
+    response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    let status = response.status().as_u16();
+    counters.record(status);
+    access_log(&req, &request_id, &trace.trace_id, route_label, status, arrived, page_log);
     response
+}
+
+/// `traceparent`, sent to every service.
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+/// `tracestate`, passed on when the client sent one.
+static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
+
+/// One structured line per request, target `mosaic::access` (filter it with
+/// `RUST_LOG`, e.g. `RUST_LOG=info,mosaic::access=off`). For a proxied
+/// request the elapsed time is to the response head; the body streams after.
+fn access_log(
+    req: &HttpRequest,
+    request_id: &HeaderValue,
+    trace_id: &str,
+    route: &str,
+    status: u16,
+    arrived: Instant,
+    page: Option<page::PageLog>,
+) {
+    let elapsed_ms = arrived.elapsed().as_secs_f64() * 1000.0;
+    let request_id = request_id.to_str().unwrap_or("-");
+    match page {
+        Some(page) => tracing::info!(
+            target: "mosaic::access",
+            request_id,
+            trace_id,
+            method = %req.method(),
+            path = req.uri().path(),
+            route,
+            status,
+            elapsed_ms,
+            complete = page.complete,
+            degraded = page.degraded.as_str(),
+        ),
+        None => tracing::info!(
+            target: "mosaic::access",
+            request_id,
+            trace_id,
+            method = %req.method(),
+            path = req.uri().path(),
+            route,
+            status,
+            elapsed_ms,
+        ),
+    }
 }
 
 /// A JSON error answered by mosaic itself: `{"error": KIND, "detail": ...}`.
@@ -231,27 +267,4 @@ pub fn error_response(status: StatusCode, kind: &str, detail: Option<&str>) -> H
     HttpResponse::build(status)
         .insert_header((header::CONTENT_TYPE, "application/json"))
         .body(body.to_string())
-}
-
-/// Resolves on SIGTERM or SIGINT (Ctrl-C): the one shutdown path.
-pub async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }

@@ -22,7 +22,6 @@ use super::error_response;
 use crate::backend::bulkhead::BulkheadSlot;
 use crate::backend::client::{classify_send_error, worker_client};
 use crate::backend::{Admission, FetchError};
-use crate::coordinator::X_REQUEST_ID;
 use crate::runtime::ProxyRuntime;
 
 /// Whether `path` falls under `prefix`, at a segment boundary:
@@ -109,7 +108,7 @@ pub async fn forward(
     req: &HttpRequest,
     payload: web::Payload,
     proxy: &ProxyRuntime,
-    request_id: &HeaderValue,
+    per_request: &[(HeaderName, HeaderValue)],
     max_body: u64,
     client_timeout: Duration,
 ) -> HttpResponse {
@@ -174,7 +173,9 @@ pub async fn forward(
     if let Some(host) = req.headers().get(header::HOST) {
         headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    for (name, value) in per_request {
+        headers.insert(name.clone(), value.clone());
+    }
 
     let client = worker_client();
     let timeout = backend.config().timeout;

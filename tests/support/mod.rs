@@ -132,3 +132,28 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
     }
     check()
 }
+
+/// Writes `toml` to a temporary file and starts the gateway from it, so
+/// `POST /admin/reload` and SIGHUP have a file to re-read. Keep the file.
+pub async fn start_gateway_from_file(toml: &str) -> (RunningGateway, tempfile::NamedTempFile) {
+    let file = tempfile::NamedTempFile::new().expect("temp file");
+    std::fs::write(file.path(), toml).expect("write config");
+    let gateway = mosaic::edge::start_from_file(file.path()).await.expect("gateway starts");
+    (gateway, file)
+}
+
+/// An admin call (`POST` with a JSON body, or `GET`), with an optional bearer token.
+pub async fn admin(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Answer {
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(b) = bearer.as_deref() {
+        headers.push(("authorization", b));
+    }
+    request(addr, method, path, &headers, body.map(|b| b.as_bytes().to_vec())).await
+}

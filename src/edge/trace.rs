@@ -1,0 +1,104 @@
+//! W3C Trace Context: every request gets a `traceparent` for the services
+//! it calls. A valid incoming one keeps its trace id and sampling flag and
+//! gets a new parent id (mosaic is a hop in the trace); a missing or
+//! malformed one starts a new, sampled trace.
+
+use actix_web::http::header::{HeaderMap, HeaderValue};
+
+/// The trace this request belongs to.
+#[derive(Debug, Clone)]
+pub struct TraceContext {
+    /// 32 lowercase hex digits.
+    pub trace_id: String,
+    /// The `traceparent` to send to services.
+    pub outgoing: HeaderValue,
+}
+
+/// Reads the incoming `traceparent` (if valid) and makes the outgoing one.
+pub fn trace_context(headers: &HeaderMap) -> TraceContext {
+    let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse);
+    let (trace_id, flags) = match incoming {
+        Some((trace_id, flags)) => (trace_id.to_string(), flags.to_string()),
+        None => (format!("{:032x}", nonzero_u128()), "01".to_string()),
+    };
+    let span_id = format!("{:016x}", nonzero_u64());
+    let value = format!("00-{trace_id}-{span_id}-{flags}");
+    // Hex and dashes are always a valid header value.
+    let outgoing = HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("00"));
+    TraceContext { trace_id, outgoing }
+}
+
+/// `00-<trace-id>-<parent-id>-<flags>` → (trace id, flags), per the spec:
+/// lowercase hex, all-zero ids invalid, version ff invalid; a future version
+/// is read by its first four fields.
+fn parse(value: &str) -> Option<(&str, &str)> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    let trace_id = parts.next()?;
+    let parent_id = parts.next()?;
+    let flags = parts.next()?;
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    };
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace_id, 32)
+        && trace_id.bytes().any(|b| b != b'0')
+        && hex(parent_id, 16)
+        && parent_id.bytes().any(|b| b != b'0')
+        && hex(flags, 2);
+    valid.then_some((trace_id, flags))
+}
+
+fn nonzero_u128() -> u128 {
+    fastrand::u128(1..)
+}
+
+fn nonzero_u64() -> u64 {
+    fastrand::u64(1..)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("traceparent".parse().unwrap(), HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn keeps_a_valid_trace_and_makes_a_new_parent() {
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let ctx = trace_context(&with(incoming));
+        assert_eq!(ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        let out = ctx.outgoing.to_str().unwrap();
+        assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
+        assert!(out.ends_with("-01"));
+        assert_ne!(out, incoming, "new parent id");
+        assert_eq!(out.len(), 55);
+    }
+
+    #[test]
+    fn starts_a_new_trace_when_absent_or_invalid() {
+        for bad in [
+            "",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "garbage",
+        ] {
+            let ctx = trace_context(&with(bad));
+            assert_ne!(ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(ctx.trace_id.len(), 32);
+            assert!(ctx.outgoing.to_str().unwrap().ends_with("-01"));
+        }
+        assert_eq!(trace_context(&HeaderMap::new()).outgoing.len(), 55);
+    }
+}

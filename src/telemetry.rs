@@ -1,0 +1,51 @@
+//! Logging: `tracing` to stderr through a non-blocking writer (a bounded
+//! buffer drained by its own thread, so a slow terminal or pipe never
+//! blocks a worker; lines are dropped, not queued without bound, if it
+//! fills). Human or JSON lines; the level comes from `RUST_LOG` (default
+//! `info`). Access-log lines have the target `mosaic::access`.
+
+use std::str::FromStr;
+
+use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
+
+/// Lines buffered for the log thread before new ones are dropped.
+const LOG_BUFFER_LINES: usize = 64 * 1024;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Readable text.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "human" => Ok(LogFormat::Human),
+            "json" => Ok(LogFormat::Json),
+            other => Err(format!("unknown log format {other:?} (use \"human\" or \"json\")")),
+        }
+    }
+}
+
+/// Installs the global subscriber. Keep the guard alive until exit: dropping
+/// it flushes what is buffered.
+pub fn init_logging(format: LogFormat) -> Option<WorkerGuard> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .buffered_lines_limit(LOG_BUFFER_LINES)
+        .lossy(true)
+        .finish(std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
+    let installed = match format {
+        LogFormat::Human => builder.with_target(true).with_ansi(false).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+    installed.ok().map(|_| guard)
+}
