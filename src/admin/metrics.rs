@@ -25,7 +25,10 @@ pub fn install() -> Option<PrometheusHandle> {
                 )
                 .ok()?;
             match builder.install_recorder() {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics recorder not installed");
                     None
@@ -33,4 +36,58 @@ pub fn install() -> Option<PrometheusHandle> {
             }
         })
         .clone()
+}
+
+/// HELP text for every series mosaic exports (`promtool check metrics`
+/// wants one per metric family).
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!("mosaic_requests_total", "Responses sent, by route template and status.");
+    describe_histogram!(
+        "mosaic_request_duration_seconds",
+        Unit::Seconds,
+        "Time from request arrival to response (for proxies: to the response head), by route."
+    );
+    describe_counter!(
+        "mosaic_backend_requests_total",
+        "Backend calls by outcome: success, client_error or an error name (timeout, connect, status_5xx, circuit_open, rejected, ...)."
+    );
+    describe_histogram!(
+        "mosaic_backend_duration_seconds",
+        Unit::Seconds,
+        "Duration of each attempt against a backend instance."
+    );
+    describe_gauge!(
+        "mosaic_breaker_state",
+        "Circuit breaker state: 0 closed, 1 open, 2 half-open."
+    );
+    describe_counter!(
+        "mosaic_section_source_total",
+        "Page sections by where their body came from: live, cache, stale, default, none."
+    );
+    describe_gauge!("mosaic_backend_instances", "Instances a backend currently balances over.");
+    describe_gauge!(
+        "mosaic_discovery_up",
+        "1 when the backend's discovery source answers, else 0."
+    );
+    describe_counter!(
+        "mosaic_backend_retries_total",
+        "Retries of idempotent calls on another instance."
+    );
+    describe_counter!(
+        "mosaic_cache_hits_total",
+        "Section calls answered from a fresh cache entry."
+    );
+    describe_counter!(
+        "mosaic_cache_misses_total",
+        "Section calls that found no fresh cache entry."
+    );
+    describe_counter!(
+        "mosaic_actor_restarts_total",
+        "Backend actors restarted by their supervisor."
+    );
+    describe_counter!(
+        "mosaic_config_reloads_total",
+        "Config reloads by result: success or failure."
+    );
 }

@@ -1,0 +1,313 @@
+//! `mosaic run` as a real process: graceful SIGTERM, SIGHUP reload, the JSON
+//! access log, refusing a bad file, and a real Prometheus scraping it.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{backend, FakeBackend, Reply, LISTEN_ANY};
+
+/// A `mosaic run` child: killed on drop, stderr lines collected.
+struct Gateway {
+    child: Child,
+    addr: String,
+    admin: String,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Gateway {
+    fn start(config: &std::path::Path, extra_args: &[&str]) -> Gateway {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_mosaic"))
+            .args(extra_args)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mosaic run");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        std::thread::spawn(move || lines.for_each(drop));
+        // "mosaic listening on http://A (admin http://B)"
+        let mut urls = first
+            .split("http://")
+            .skip(1)
+            .map(|s| s.trim_end_matches([')', ' ']).split(' ').next().unwrap_or("").to_string());
+        let addr = urls.next().unwrap_or_else(|| panic!("no address in {first:?}"));
+        let admin = urls.next().unwrap_or_else(|| panic!("no admin address in {first:?}"));
+        Gateway { child, addr, admin, stderr: rx }
+    }
+
+    fn signal(&self, name: &str) {
+        let ok = Command::new("kill").args(["-s", name, &self.child.id().to_string()]).status();
+        assert!(ok.is_ok_and(|s| s.success()), "kill -s {name}");
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let until = Instant::now() + within;
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn stderr_lines(&self, within: Duration, stop: impl Fn(&str) -> bool) -> Vec<String> {
+        let until = Instant::now() + within;
+        let mut out = Vec::new();
+        while let Ok(line) =
+            self.stderr.recv_timeout(until.saturating_duration_since(Instant::now()))
+        {
+            let done = stop(&line);
+            out.push(line);
+            if done {
+                break;
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let status = raw.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+fn write_config(dir: &tempfile::TempDir, body: &str) -> std::path::PathBuf {
+    let path = dir.path().join("mosaic.toml");
+    std::fs::write(&path, body).expect("write config");
+    path
+}
+
+fn page_config(addr: &str, deadline: &str) -> String {
+    format!(
+        "{LISTEN_ANY}{}
+[[routes]]
+path = \"/slow/{{id}}\"
+deadline = \"{deadline}\"
+sections = [ {{ name = \"item\", backend = \"slow\", path = \"/items/{{id}}\", required = true }} ]
+",
+        backend("slow", &[addr.to_string()], "timeout = \"5s\"\nretries = 0"),
+    )
+    .replace("workers = 1", "workers = 1\nshutdown_grace = \"5s\"")
+}
+
+/// SIGTERM while a slow request is in flight: the request completes with
+/// 200, new connections are refused, and the process exits 0.
+#[test]
+fn sigterm_lets_requests_in_flight_finish() {
+    let svc = FakeBackend::start(Reply::Delay(
+        Duration::from_millis(800),
+        Box::new(Reply::ok(r#"{"v":1}"#)),
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    let mut gw = Gateway::start(&write_config(&dir, &page_config(&svc.address(), "3s")), &[]);
+    let addr = gw.addr.clone();
+    let slow = std::thread::spawn(move || http(&addr, "GET", "/slow/1"));
+    std::thread::sleep(Duration::from_millis(200));
+    gw.signal("TERM");
+    let (status, body) = slow.join().expect("request thread");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gw.wait_exit(Duration::from_secs(8)), Some(0));
+    assert!(TcpStream::connect(&gw.addr).is_err(), "listener closed");
+}
+
+/// SIGHUP re-reads the file: a route added to it is served without a restart.
+#[test]
+fn sighup_reloads_the_config_file() {
+    let svc = FakeBackend::start(Reply::ok(r#"{"v":1}"#));
+    let dir = tempfile::tempdir().expect("dir");
+    let first = page_config(&svc.address(), "1s");
+    let path = write_config(&dir, &first);
+    let gw = Gateway::start(&path, &[]);
+    assert_eq!(http(&gw.addr, "GET", "/new/1").0, 404);
+    std::fs::write(&path, first.replace("/slow/{id}", "/new/{id}")).expect("rewrite");
+    gw.signal("HUP");
+    let until = Instant::now() + Duration::from_secs(5);
+    while http(&gw.addr, "GET", "/new/1").0 != 200 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(http(&gw.addr, "GET", "/new/1").0, 200);
+    assert_eq!(http(&gw.addr, "GET", "/slow/1").0, 404, "the old route is gone");
+}
+
+/// `--log-format json` writes one JSON access line per request with the
+/// request id, route, status, elapsed time, completeness and degraded sections.
+#[test]
+fn json_access_log_line_per_request() {
+    let svc = FakeBackend::start(Reply::Json(500, "{}".into()));
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = page_config(&svc.address(), "1s").replace("required = true", "required = false");
+    let gw = Gateway::start(&write_config(&dir, &toml), &["--log-format", "json"]);
+    let mut stream = TcpStream::connect(&gw.addr).expect("connect");
+    write!(
+        stream,
+        "GET /slow/7 HTTP/1.1\r\nHost: t\r\nX-Request-Id: log-me-1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let lines = gw.stderr_lines(Duration::from_secs(5), |l| l.contains("log-me-1"));
+    let line = lines
+        .iter()
+        .find(|l| l.contains("log-me-1"))
+        .unwrap_or_else(|| panic!("no access line in {lines:#?}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!(v["target"], "mosaic::access");
+    assert_eq!(v["request_id"], "log-me-1");
+    assert_eq!(v["route"], "/slow/{id}");
+    assert_eq!(v["path"], "/slow/7");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["degraded"], "item:none:status_5xx");
+    assert!(v["elapsed_ms"].as_f64().is_some());
+    assert_eq!(v["trace_id"].as_str().map(str::len), Some(32));
+}
+
+/// `mosaic run` refuses an invalid file, naming the TOML path, exit 1.
+#[test]
+fn run_refuses_an_invalid_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = write_config(&dir, &page_config("127.0.0.1:9", "soon"));
+    let out = Command::new(env!("CARGO_BIN_EXE_mosaic"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("routes[0].deadline: invalid duration \"soon\""), "{stderr}");
+}
+
+fn promtool() -> Option<&'static str> {
+    let found =
+        Command::new("promtool").arg("--version").output().is_ok_and(|o| o.status.success());
+    if !found {
+        // CI installs Debian's prometheus package (.ci/run); a laptop may not have it.
+        assert!(std::env::var("CI").is_err(), "promtool missing in CI");
+        eprintln!("skipping: promtool not installed (apt-get install prometheus)");
+        return None;
+    }
+    Some("promtool")
+}
+
+/// `promtool check metrics` accepts mosaic's `/metrics` output.
+#[test]
+fn promtool_accepts_the_metrics() {
+    let Some(promtool) = promtool() else { return };
+    let svc = FakeBackend::start(Reply::ok(r#"{"v":1}"#));
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = Gateway::start(&write_config(&dir, &page_config(&svc.address(), "1s")), &[]);
+    for _ in 0..3 {
+        assert_eq!(http(&gw.addr, "GET", "/slow/1").0, 200);
+    }
+    let (status, metrics) = http(&gw.admin, "GET", "/metrics");
+    assert_eq!(status, 200);
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool");
+    check.stdin.take().expect("stdin").write_all(metrics.as_bytes()).expect("feed");
+    let out = check.wait_with_output().expect("promtool output");
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A real Prometheus server scrapes mosaic and a breaker-state series can
+/// be queried back from it.
+#[test]
+fn prometheus_scrapes_and_queries_breaker_state() {
+    if promtool().is_none() {
+        return;
+    }
+    let svc = FakeBackend::start(Reply::ok(r#"{"v":1}"#));
+    let dir = tempfile::tempdir().expect("dir");
+    let gw = Gateway::start(&write_config(&dir, &page_config(&svc.address(), "1s")), &[]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: mosaic\n    static_configs:\n      - targets: ['{}']\n",
+            gw.admin
+        ),
+    )
+    .expect("prometheus config");
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut prometheus);
+    let query = "/api/v1/query?query=mosaic_breaker_state%7Bbackend%3D%22slow%22%7D";
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut last = String::new();
+    while Instant::now() < until {
+        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = write!(s, "GET {query} HTTP/1.1\r\nHost: p\r\nConnection: close\r\n\r\n");
+            let mut raw = String::new();
+            let _ = s.read_to_string(&mut raw);
+            last = raw;
+            if last.contains("\"backend\":\"slow\"") && last.contains("\"value\"") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert!(last.contains("\"__name__\":\"mosaic_breaker_state\""), "no series: {last}");
+    assert!(last.contains("\"backend\":\"slow\""), "{last}");
+    assert!(last.contains(",\"0\"]"), "breaker closed = 0: {last}");
+}
