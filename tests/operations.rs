@@ -271,3 +271,29 @@ async fn traceparent_is_propagated_or_started() {
     assert!(!second.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
     gw.stop(false).await;
 }
+
+/// A request in flight on a backend that a reload removes still completes;
+/// new requests see the new configuration.
+#[actix_rt::test]
+async fn removed_backend_finishes_its_requests_in_flight() {
+    // Slower than the reload, faster than the default 300 ms timeout.
+    let svc = FakeBackend::start(Reply::Delay(
+        Duration::from_millis(250),
+        Box::new(Reply::ok(r#"{"v":1}"#)),
+    ));
+    let other = FakeBackend::start(Reply::ok(r#"{"w":2}"#));
+    let toml = config("leaving", &svc.address(), "");
+    let (gw, file) = start_gateway_from_file(&toml).await;
+    let addr = gw.addr;
+    let in_flight = actix_rt::spawn(async move { get(addr, "/leaving/1").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::fs::write(file.path(), config("arriving", &other.address(), "")).expect("write");
+    let reloaded = admin(gw.admin_addr, "POST", "/admin/reload", None, None).await;
+    assert_eq!(reloaded.json()["changes"]["removed"][0], "leaving");
+    let page = in_flight.await.expect("request task");
+    assert_eq!(page.status, 200);
+    assert_eq!(page.json()["item"]["v"], 1);
+    assert_eq!(get(gw.addr, "/leaving/1").await.status, 404);
+    assert_eq!(get(gw.addr, "/arriving/1").await.status, 200);
+    gw.stop(false).await;
+}

@@ -51,7 +51,14 @@ pub async fn serve_until_shutdown(gateway: RunningGateway) {
     }
     #[cfg(not(unix))]
     shutdown_signal().await;
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let grace = gateway.gateway().runtime().config.server.shutdown_grace;
+    tracing::info!(?grace, "shutting down: no new connections, finishing requests in flight");
+    let started = std::time::Instant::now();
     gateway.stop(true).await;
-    tracing::info!("stopped");
+    // actix-web closes what is left when the grace period runs out.
+    if started.elapsed() >= grace {
+        tracing::warn!(?grace, "grace period over: connections still open were closed");
+    } else {
+        tracing::info!(drained_in = ?started.elapsed(), "every request in flight finished; stopped");
+    }
 }
