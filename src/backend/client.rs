@@ -99,10 +99,8 @@ pub async fn get_json(
     }
 }
 
-/// Validates JSON without building values.
-pub fn is_json(body: &[u8]) -> bool {
-    serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok()
-}
+/// Validates JSON without building values (see `json_check`).
+pub use super::json_check::is_json;
 
 /// Maps awc's send errors to page error kinds.
 pub fn classify_send_error(error: SendRequestError) -> FetchError {

@@ -20,6 +20,7 @@ pub mod cache;
 pub mod client;
 mod error;
 pub mod flight;
+mod json_check;
 mod stats;
 
 pub use error::FetchError;

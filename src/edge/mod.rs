@@ -152,7 +152,8 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 /// The size of the request line and headers as sent (near enough: names,
 /// values and separators).
 fn header_bytes(req: &HttpRequest) -> usize {
-    let line = req.uri().to_string().len() + 16;
+    let uri = req.uri();
+    let line = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1) + 16;
     req.headers().iter().fold(line, |sum, (n, v)| sum + n.as_str().len() + v.len() + 4)
 }
 

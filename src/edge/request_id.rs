@@ -20,9 +20,22 @@ pub fn request_id(headers: &HeaderMap) -> HeaderValue {
 
 /// A new random id (32 hex digits).
 pub fn generate() -> HeaderValue {
-    let id = format!("{:032x}", fastrand::u128(..));
+    let digits = hex(fastrand::u128(..), 32);
     // Hex digits are always a valid header value.
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
+    HeaderValue::from_bytes(&digits).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// The low `width` hex digits of `value`, lowercase, zero-padded (no
+/// formatting machinery: this runs for every request).
+pub fn hex(value: u128, width: usize) -> [u8; 32] {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'0'; 32];
+    let width = width.min(32);
+    for (i, digit) in out.iter_mut().take(width).enumerate() {
+        let nibble = (value >> (4 * (width - 1 - i))) & 0xf;
+        *digit = DIGITS[nibble as usize];
+    }
+    out
 }
 
 #[cfg(test)]
@@ -40,5 +53,13 @@ mod tests {
         let long = "x".repeat(200);
         h.insert("x-request-id".parse().unwrap(), HeaderValue::from_str(&long).unwrap());
         assert_eq!(request_id(&h).len(), 32);
+    }
+
+    #[test]
+    fn hex_matches_format() {
+        for v in [0u128, 1, 0xdead_beef, u128::MAX, 0x0123_4567_89ab_cdef_0011_2233_4455_6677] {
+            assert_eq!(&hex(v, 32)[..], format!("{v:032x}").as_bytes());
+            assert_eq!(&hex(v, 16)[..16], format!("{:016x}", v as u64).as_bytes());
+        }
     }
 }

@@ -5,6 +5,8 @@
 
 use actix_web::http::header::{HeaderMap, HeaderValue};
 
+use super::request_id::hex;
+
 /// The trace this request belongs to.
 #[derive(Debug, Clone)]
 pub struct TraceContext {
@@ -17,15 +19,25 @@ pub struct TraceContext {
 /// Reads the incoming `traceparent` (if valid) and makes the outgoing one.
 pub fn trace_context(headers: &HeaderMap) -> TraceContext {
     let incoming = headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(parse);
-    let (trace_id, flags) = match incoming {
-        Some((trace_id, flags)) => (trace_id.to_string(), flags.to_string()),
-        None => (format!("{:032x}", nonzero_u128()), "01".to_string()),
+    let generated;
+    let (trace_id, flags): (&[u8], &[u8]) = match incoming {
+        Some((trace_id, flags)) => (trace_id.as_bytes(), flags.as_bytes()),
+        None => {
+            generated = hex(nonzero_u128(), 32);
+            (&generated[..], b"01")
+        }
     };
-    let span_id = format!("{:016x}", nonzero_u64());
-    let value = format!("00-{trace_id}-{span_id}-{flags}");
+    // 00-<32 trace>-<16 parent>-<2 flags>, built without formatting machinery.
+    let mut value = [0u8; 55];
+    value[..3].copy_from_slice(b"00-");
+    value[3..35].copy_from_slice(trace_id);
+    value[35] = b'-';
+    value[36..52].copy_from_slice(&hex(u128::from(nonzero_u64()), 16)[..16]);
+    value[52] = b'-';
+    value[53..].copy_from_slice(flags);
     // Hex and dashes are always a valid header value.
-    let outgoing = HeaderValue::from_str(&value).unwrap_or(HeaderValue::from_static("00"));
-    TraceContext { trace_id, outgoing }
+    let outgoing = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static("00"));
+    TraceContext { trace_id: String::from_utf8_lossy(trace_id).into_owned(), outgoing }
 }
 
 /// `00-<trace-id>-<parent-id>-<flags>` → (trace id, flags), per the spec:
