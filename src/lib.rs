@@ -9,6 +9,8 @@
 //! - [`page`]: the page envelope (`_mosaic`), section sources and errors, status rules.
 //! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
 //!   cache, shared calls, load balancing, HTTP client and default response.
+//! - [`discovery`]: where backends' instances come from: static lists, or Consul
+//!   blocking queries run by each backend's actor.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
 //! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
 //!
@@ -28,6 +30,7 @@ pub mod backend;
 pub mod config;
 pub mod coordinator;
 pub mod demo;
+pub mod discovery;
 pub mod edge;
 pub mod page;
 pub mod runtime;
