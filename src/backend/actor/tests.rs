@@ -124,3 +124,38 @@ async fn a_panicking_watch_restarts_the_actor_and_the_watch() {
     assert_eq!(restarts.load(Ordering::Relaxed), 2);
     assert_eq!(generations.load(Ordering::SeqCst), 3);
 }
+
+/// A watch that reports the same instance every few milliseconds, counting steps.
+struct Ticking(Arc<AtomicUsize>);
+
+impl Watch for Ticking {
+    fn next(&mut self) -> LocalBoxFuture<'_, Event> {
+        Box::pin(async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            self.0.fetch_add(1, Ordering::SeqCst);
+            healthy(&["127.0.0.1:1"])
+        })
+    }
+}
+
+/// Once nobody holds the actor's address (its backend was replaced by a
+/// reload), the watch stops after its current step and the actor ends.
+#[actix_rt::test]
+async fn an_unreachable_actor_stops_watching() {
+    let backend = consul_backend();
+    let steps = Arc::new(AtomicUsize::new(0));
+    let counter = steps.clone();
+    let factory: WatchFactory = Arc::new(move || Box::new(Ticking(counter.clone())));
+    let addr = BackendActor::start_watched(
+        backend.clone(),
+        Arc::new(AtomicU64::new(0)),
+        &actix::Arbiter::current(),
+        Some(factory),
+    );
+    assert!(eventually(|| steps.load(Ordering::SeqCst) >= 3).await);
+    drop(addr);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after_drop = steps.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(steps.load(Ordering::SeqCst), after_drop, "no more calls");
+}
