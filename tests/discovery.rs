@@ -319,3 +319,37 @@ async fn a_crashed_actor_restarts_its_watch() {
     assert_eq!(admin_entry(&gw, "crash").await["actor_restarts"], 1);
     gw.stop(false).await;
 }
+
+/// A call in flight when its instance leaves finishes there (live); the
+/// calls after the swap go to the new set.
+#[actix_rt::test]
+async fn calls_in_flight_finish_on_their_old_instance() {
+    let consul = ConsulDouble::start();
+    let slow_a = FakeBackend::start(Reply::Delay(
+        Duration::from_millis(400),
+        Box::new(Reply::ok(r#"{"from":"a"}"#)),
+    ));
+    let b = instance("b");
+    consul.register(Instance::new("a", "reviews", slow_a.addr));
+    let gw = start_gateway(&config(&consul.url(), "in_flight", None)).await;
+    assert!(
+        eventually(WITHIN, || gw
+            .gateway()
+            .backend("in_flight")
+            .is_some_and(|h| { h.backend.addresses() == [slow_a.address()] }))
+        .await
+    );
+    let swap = async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        consul.register(Instance::new("b", "reviews", b.addr));
+        consul.deregister("a");
+        let handle = gw.gateway().backend("in_flight").expect("backend");
+        eventually(Duration::from_millis(250), || handle.backend.addresses() == [b.address()]).await
+    };
+    let (page, swapped) = tokio::join!(get(gw.addr, "/products/1"), swap);
+    assert!(swapped, "the set changed while the call was in flight");
+    assert_eq!(page.meta("reviews")["source"], "live", "{}", page.json());
+    assert_eq!(page.json()["reviews"]["from"], "a");
+    assert_eq!(served_by(&gw, 4).await, BTreeSet::from(["b".to_string()]));
+    gw.stop(false).await;
+}
