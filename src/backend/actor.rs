@@ -21,8 +21,8 @@
 //! stops the actor like a panicking handler does. On a restart actix drops
 //! the context's spawned futures and calls `started` again (actix 0.13
 //! `ContextFut::restart` clears the STARTED flag), and `started` builds a
-//! fresh watch: the watch is restarted with the actor, and in the meantime
-//! the backend keeps its last known instances.
+//! fresh watch (after [`WATCH_RESTART_DELAY`]): the watch is restarted with
+//! the actor, and in the meantime the backend keeps its last known instances.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +36,9 @@ use super::breaker::ForcedMode;
 use super::{Backend, BackendStatus};
 use crate::config::InstanceSource;
 use crate::discovery::{Event, Watch, WatchFactory, WatchState};
+
+/// How long a restarted actor waits before its watch's first call.
+pub const WATCH_RESTART_DELAY: std::time::Duration = crate::discovery::pace::FIRST_RETRY;
 
 /// The actor's handler panicked; it is being restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -183,9 +186,13 @@ impl Actor for BackendActor {
     /// Also called again after each supervised restart.
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
-        if let Some(factory) = self.watch.clone() {
-            let watch = factory();
-            self.follow(watch, ctx);
+        let Some(factory) = self.watch.clone() else { return };
+        if self.restarts.load(Ordering::Relaxed) == 0 {
+            self.follow(factory(), ctx);
+        } else {
+            // A restarted watch has a fresh pacer: wait a little, so a watch
+            // that panics on every answer cannot hammer the agent.
+            ctx.run_later(WATCH_RESTART_DELAY, move |this, ctx| this.follow(factory(), ctx));
         }
     }
 }

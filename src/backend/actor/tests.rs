@@ -59,7 +59,7 @@ fn healthy(addresses: &[&str]) -> Event {
 }
 
 async fn eventually(mut check: impl FnMut() -> bool) -> bool {
-    for _ in 0..200 {
+    for _ in 0..500 {
         if check() {
             return true;
         }
