@@ -10,6 +10,8 @@
 //! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
 //!   cache, shared calls, load balancing, HTTP client and default response.
 //! - [`gateway`]: the shared state: the runtime in force, reload.
+//! - [`discovery`]: where backends' instances come from: static lists, or Consul
+//!   blocking queries run by each backend's actor.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
 //! - [`telemetry`]: logging setup (human or JSON, non-blocking).
 //! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
@@ -30,6 +32,7 @@ pub mod backend;
 pub mod config;
 pub mod coordinator;
 pub mod demo;
+pub mod discovery;
 pub mod edge;
 pub mod gateway;
 pub mod page;

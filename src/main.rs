@@ -49,6 +49,10 @@ enum Command {
         /// Gateway config; the built-in demo config when absent.
         #[arg(long, short)]
         config: Option<PathBuf>,
+        /// Register the services with this Consul agent (http://HOST:PORT) and
+        /// discover them through it; the token comes from CONSUL_HTTP_TOKEN.
+        #[arg(long, value_name = "URL")]
+        consul: Option<String>,
     },
     /// Run one demo shop service (used by `mosaic demo` and the chaos tests).
     DemoService {
@@ -116,8 +120,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config, cli.log_format),
-        Command::Demo { listen, admin, base_port, config } => {
-            demo(listen, admin, base_port, config.as_deref(), cli.log_format)
+        Command::Demo { listen, admin, base_port, config, consul } => {
+            demo(listen, admin, base_port, config.as_deref(), consul.as_deref(), cli.log_format)
         }
         Command::DemoService { service, listen, faults } => {
             demo_service(service, listen, faults.into_faults())
@@ -174,9 +178,17 @@ fn demo(
     admin: SocketAddr,
     base_port: u16,
     path: Option<&Path>,
+    consul: Option<&str>,
     log_format: mosaic::telemetry::LogFormat,
 ) -> ExitCode {
     let _log = mosaic::telemetry::init_logging(log_format);
+    let consul = match consul.map(mosaic::demo::consul::consul_config).transpose() {
+        Ok(consul) => consul,
+        Err(e) => {
+            eprintln!("mosaic demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let parsed = match path {
         Some(path) => mosaic::config::load_file(path),
         None => mosaic::config::parse_str(DEMO_CONFIG),
@@ -202,11 +214,37 @@ fn demo(
         let services = mosaic::demo::DemoServices::start(exe, base_port)
             .await
             .map_err(|e| format!("demo services: {e}"))?;
-        mosaic::demo::point_config_at(&mut config, &services);
-        let gateway = mosaic::edge::start(config).await.map_err(|e| e.to_string())?;
+        let registered = match consul {
+            Some(consul) => Some(
+                mosaic::demo::consul::register_and_discover(&mut config, &services, consul)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
+            None => {
+                mosaic::demo::point_config_at(&mut config, &services);
+                None
+            }
+        };
+        let gateway = match mosaic::edge::start(config).await {
+            Ok(gateway) => gateway,
+            Err(e) => {
+                if let Some(registered) = registered {
+                    registered.deregister().await;
+                }
+                return Err(e.to_string());
+            }
+        };
+        if registered.is_some()
+            && !mosaic::demo::consul::wait_until_discovered(gateway.gateway()).await
+        {
+            eprintln!("mosaic demo: not every service discovered through Consul yet; see /readyz");
+        }
         println!("{}", mosaic::demo::banner(gateway.addr, gateway.admin_addr, &services));
         mosaic::edge::shutdown_signal().await;
         gateway.stop(true).await;
+        if let Some(registered) = registered {
+            registered.deregister().await;
+        }
         drop(services);
         Ok::<(), String>(())
     });

@@ -15,7 +15,8 @@ use metrics::{Counter, Histogram};
 
 use crate::backend::actor::BackendActor;
 use crate::backend::Backend;
-use crate::config::{Config, ProxyConfig, RouteConfig};
+use crate::config::{Config, InstanceSource, ProxyConfig, RouteConfig};
+use crate::discovery;
 use crate::page::{SectionLabel, Source};
 use crate::template::PathTemplate;
 
@@ -129,18 +130,27 @@ impl Runtime {
     /// are (breaker state, cache, counters): that is what a reload needs.
     pub fn build(config: Arc<Config>, control: &ArbiterHandle, reuse: Option<&Runtime>) -> Self {
         let mut backends = BTreeMap::new();
+        // A Consul backend is kept only if the agent settings are unchanged too.
+        let same_consul = reuse.is_some_and(|old| old.config.consul == config.consul);
         for (name, backend_config) in &config.backends {
             let kept = reuse.and_then(|old| old.backends.get(name)).filter(|old| {
                 old.backend.config() == backend_config
                     && old.backend.max_body() as u64 == config.server.max_body
+                    && (same_consul
+                        || matches!(backend_config.instances, InstanceSource::Static(_)))
             });
             let handle = match kept {
                 Some(old) => old.clone(),
                 None => {
                     let backend = Backend::new(backend_config.clone(), config.server.max_body);
                     let restarts = Arc::new(AtomicU64::new(0));
-                    let actor =
-                        BackendActor::start_supervised(backend.clone(), restarts.clone(), control);
+                    let watch = discovery::watch_factory(backend_config, config.consul.as_ref());
+                    let actor = BackendActor::start_watched(
+                        backend.clone(),
+                        restarts.clone(),
+                        control,
+                        watch,
+                    );
                     BackendHandle { backend, actor, restarts }
                 }
             };

@@ -38,6 +38,7 @@ async fn metrics_are_exported_and_move() {
         r#"mosaic_backend_requests_total{backend="metered",outcome="success"} 3"#,
         r#"mosaic_section_source_total{route="/metered/{id}",section="item",source="live"} 3"#,
         r#"mosaic_breaker_state{backend="metered"} 0"#,
+        r#"mosaic_backend_instances{backend="metered"} 1"#,
         r#"mosaic_request_duration_seconds_bucket{route="/metered/{id}",le="0.25"}"#,
         r#"mosaic_backend_duration_seconds_bucket{backend="metered",le="0.25"}"#,
     ] {

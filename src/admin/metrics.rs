@@ -66,6 +66,10 @@ fn describe() {
         "Page sections by where their body came from: live, cache, stale, default, none."
     );
     describe_gauge!("mosaic_backend_instances", "Instances a backend currently balances over.");
+    describe_counter!(
+        "mosaic_discovery_errors_total",
+        "Failed discovery calls (agent down, error status, garbage), by backend."
+    );
     describe_gauge!(
         "mosaic_discovery_up",
         "1 when the backend's discovery source answers, else 0."

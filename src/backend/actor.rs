@@ -2,7 +2,7 @@
 //!
 //! It builds the backend's shared state ([`Backend`]) from its configuration
 //! and is the only writer of what changes at run time: the instance list
-//! (static now; discovery sends [`SetInstances`]), the forced breaker mode,
+//! (from its discovery watch, or [`SetInstances`]), the forced breaker mode,
 //! and status reports. Request handlers read the shared state directly on
 //! their own worker (measured: a cross-arbiter actor round trip costs
 //! 18-97 µs against well under 1 µs for an `Arc` read), so the actor is never
@@ -14,6 +14,15 @@
 //! with [`ActorFailed`] and turned into `ctx.stop()`, and the supervisor
 //! restarts the actor, which re-applies its configuration in `restarting`.
 //! Calls in flight never depend on the actor, so they are not disturbed.
+//!
+//! Discovery: a Consul backend's [`Watch`] runs inside the actor's context
+//! (`ctx.spawn`), one call per step, each outcome applied by the actor
+//! itself. Each step runs under `catch_unwind` too, so a panic in the watch
+//! stops the actor like a panicking handler does. On a restart actix drops
+//! the context's spawned futures and calls `started` again (actix 0.13
+//! `ContextFut::restart` clears the STARTED flag), and `started` builds a
+//! fresh watch (after [`WATCH_RESTART_DELAY`]): the watch is restarted with
+//! the actor, and in the meantime the backend keeps its last known instances.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,9 +30,15 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 
+use futures_util::FutureExt as _;
+
 use super::breaker::ForcedMode;
 use super::{Backend, BackendStatus};
 use crate::config::InstanceSource;
+use crate::discovery::{Event, Watch, WatchFactory, WatchState};
+
+/// How long a restarted actor waits before its watch's first call.
+pub const WATCH_RESTART_DELAY: std::time::Duration = crate::discovery::pace::FIRST_RETRY;
 
 /// The actor's handler panicked; it is being restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -35,22 +50,106 @@ pub struct BackendActor {
     backend: Arc<Backend>,
     restarts: Arc<AtomicU64>,
     restart_counter: metrics::Counter,
+    /// Builds the discovery watch at every (re)start; `None` for static lists.
+    watch: Option<WatchFactory>,
 }
 
 impl BackendActor {
     /// An actor for `backend`; `restarts` counts its restarts (shared with the registry).
     pub fn new(backend: Arc<Backend>, restarts: Arc<AtomicU64>) -> Self {
         let restart_counter = metrics::counter!("mosaic_actor_restarts_total", "backend" => backend.name().to_string());
-        Self { backend, restarts, restart_counter }
+        Self { backend, restarts, restart_counter, watch: None }
     }
 
-    /// Starts the actor under a `Supervisor` on `arbiter`.
+    /// Starts the actor under a `Supervisor` on `arbiter`, without discovery.
     pub fn start_supervised(
         backend: Arc<Backend>,
         restarts: Arc<AtomicU64>,
         arbiter: &ArbiterHandle,
     ) -> Addr<Self> {
-        Supervisor::start_in_arbiter(arbiter, move |_| BackendActor::new(backend, restarts))
+        Self::start_watched(backend, restarts, arbiter, None)
+    }
+
+    /// Starts the actor under a `Supervisor` on `arbiter`; it runs the watch
+    /// `watch` builds (see [`crate::discovery::watch_factory`]), if any.
+    pub fn start_watched(
+        backend: Arc<Backend>,
+        restarts: Arc<AtomicU64>,
+        arbiter: &ArbiterHandle,
+        watch: Option<WatchFactory>,
+    ) -> Addr<Self> {
+        Supervisor::start_in_arbiter(arbiter, move |_| {
+            let mut actor = BackendActor::new(backend, restarts);
+            actor.watch = watch;
+            actor
+        })
+    }
+
+    /// Runs one step of `watch` in the actor's context, then the next: one
+    /// call to the source, its outcome applied by the actor. A panic while
+    /// calling stops the actor (→ supervisor restart → fresh watch).
+    fn follow(&mut self, mut watch: Box<dyn Watch>, ctx: &mut Context<Self>) {
+        let step = async move {
+            let event = watch.next().await;
+            (watch, event)
+        };
+        let step = std::panic::AssertUnwindSafe(step).catch_unwind().into_actor(self).map(
+            |outcome, this, ctx| match outcome {
+                Ok((watch, event)) => {
+                    if this.guarded(ctx, |this| this.apply_discovery(event)).is_err() {
+                        return;
+                    }
+                    if !ctx.connected() {
+                        // Nobody can reach this backend any more (replaced by a
+                        // reload): stop watching so the actor can end.
+                        tracing::debug!(backend = this.backend.name(), "discovery watch ends");
+                        return;
+                    }
+                    if ctx.state().alive() {
+                        this.follow(watch, ctx);
+                    }
+                }
+                Err(_) => {
+                    tracing::error!(
+                        backend = this.backend.name(),
+                        "discovery watch panicked; restarting the backend actor"
+                    );
+                    ctx.stop();
+                }
+            },
+        );
+        ctx.spawn(step);
+    }
+
+    /// Applies one outcome of the watch; logs changes, never retries.
+    fn apply_discovery(&mut self, event: Event) {
+        let backend = &self.backend;
+        if let Event::Healthy { instances, .. } = &event {
+            if backend.addresses() != *instances {
+                backend.set_instances(instances);
+                tracing::info!(
+                    backend = backend.name(),
+                    instances = ?instances,
+                    "instances changed"
+                );
+            }
+        }
+        let Some(before) = backend.discovery.record(&event) else { return };
+        let kept = backend.balancer.snapshot().len();
+        match (&event, before) {
+            (Event::Failed { error, .. }, _) => tracing::warn!(
+                backend = backend.name(),
+                %error,
+                kept_instances = kept,
+                "discovery degraded: keeping the last known instances, retrying with backoff"
+            ),
+            (Event::Healthy { .. }, WatchState::Degraded) => {
+                tracing::info!(backend = backend.name(), instances = kept, "discovery recovered")
+            }
+            (Event::Healthy { .. }, _) => {
+                tracing::info!(backend = backend.name(), instances = kept, "discovery following")
+            }
+        }
     }
 
     /// Runs a handler body; a panic stops the actor so its supervisor restarts it.
@@ -74,8 +173,9 @@ impl BackendActor {
 
     /// Puts back what the configuration says (after a restart).
     fn apply_configuration(&mut self) {
+        // Discovered lists are kept: they are the last known good set.
         if let InstanceSource::Static(list) = &self.backend.config().instances {
-            self.backend.balancer.set(list);
+            self.backend.set_instances(list);
         }
     }
 }
@@ -83,8 +183,17 @@ impl BackendActor {
 impl Actor for BackendActor {
     type Context = Context<Self>;
 
+    /// Also called again after each supervised restart.
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
+        let Some(factory) = self.watch.clone() else { return };
+        if self.restarts.load(Ordering::Relaxed) == 0 {
+            self.follow(factory(), ctx);
+        } else {
+            // A restarted watch has a fresh pacer: wait a little, so a watch
+            // that panics on every answer cannot hammer the agent.
+            ctx.run_later(WATCH_RESTART_DELAY, move |this, ctx| this.follow(factory(), ctx));
+        }
     }
 }
 
@@ -109,7 +218,7 @@ impl Handler<SetInstances> for BackendActor {
     type Result = Result<(), ActorFailed>;
 
     fn handle(&mut self, msg: SetInstances, ctx: &mut Self::Context) -> Self::Result {
-        self.guarded(ctx, |this| this.backend.balancer.set(&msg.0))
+        self.guarded(ctx, |this| this.backend.set_instances(&msg.0))
     }
 }
 
@@ -151,3 +260,6 @@ impl Handler<Crash> for BackendActor {
         self.guarded(ctx, |this| panic!("crash requested for backend {}", this.backend.name()))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -33,6 +33,7 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
 use crate::config::{BackendConfig, InstanceSource};
+use crate::discovery::DiscoveryStatus;
 use crate::page::{SectionReply, Source};
 use balancer::{Balancer, Instance};
 use breaker::{Breaker, BreakerPermit};
@@ -85,6 +86,10 @@ pub struct Backend {
     max_body: usize,
     /// Counters and metric handles.
     pub stats: BackendStats,
+    /// Where the instances come from and how that is going.
+    pub discovery: DiscoveryStatus,
+    /// `mosaic_backend_instances{backend}`.
+    instances_gauge: metrics::Gauge,
 }
 
 impl Backend {
@@ -95,6 +100,9 @@ impl Backend {
             // Discovery fills these in; until then there is no instance.
             InstanceSource::Consul { .. } => Vec::new(),
         };
+        let instances_gauge =
+            metrics::gauge!("mosaic_backend_instances", "backend" => config.name.clone());
+        instances_gauge.set(addresses.len() as f64);
         Arc::new(Self {
             name: config.name.as_str().into(),
             balancer: Balancer::new(&addresses),
@@ -104,6 +112,8 @@ impl Backend {
             flights: Arc::new(Flights::new(config.max_in_flight.max(1))),
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
             stats: BackendStats::new(&config.name),
+            discovery: DiscoveryStatus::new(&config.name, &config.instances),
+            instances_gauge,
             config,
         })
     }
@@ -116,6 +126,18 @@ impl Backend {
     /// Its configuration.
     pub fn config(&self) -> &Arc<BackendConfig> {
         &self.config
+    }
+
+    /// Replaces the instance list (calls in flight keep their snapshot).
+    /// Only the backend's actor calls this.
+    pub fn set_instances(&self, addresses: &[String]) {
+        self.balancer.set(addresses);
+        self.instances_gauge.set(addresses.len() as f64);
+    }
+
+    /// The current instances' `host:port`.
+    pub fn addresses(&self) -> Vec<String> {
+        self.balancer.snapshot().iter().map(|i| i.address.clone()).collect()
     }
 
     /// Largest response body accepted.
@@ -366,7 +388,7 @@ impl Backend {
     pub fn status(&self) -> BackendStatus {
         BackendStatus {
             name: self.name.to_string(),
-            instances: self.balancer.snapshot().iter().map(|i| i.address.clone()).collect(),
+            instances: self.addresses(),
             breaker: self.breaker.effective_state().as_str(),
             breaker_since_unix_ms: self.breaker.since_unix_ms(),
             in_flight: self.bulkhead.in_flight(),
@@ -374,6 +396,7 @@ impl Backend {
             failures: self.stats.failures(),
             rejections: self.stats.rejections(),
             cache_entries: self.cache.as_ref().map_or(0, |c| c.len()),
+            discovery: self.discovery.snapshot(),
         }
     }
 }

@@ -48,6 +48,8 @@ pub struct BackendStatus {
     pub rejections: u64,
     /// Cached entries.
     pub cache_entries: u64,
+    /// Where the instances come from (`static`/`consul`) and the watch state.
+    pub discovery: crate::discovery::DiscoveryInfo,
 }
 
 impl BackendStats {

@@ -168,6 +168,9 @@ fn consul_discovery_is_checked() {
         config.backends["reviews"].instances,
         InstanceSource::Consul { service: "r".into(), tag: Some("v2".into()) }
     );
+    // The agent client has no TLS: https is refused up front, not at run time.
+    let tls = ok.replace("http://127.0.0.1:8500/", "https://127.0.0.1:8501");
+    assert_eq!(paths(&tls), ["discovery.consul.address"]);
 }
 
 #[test]

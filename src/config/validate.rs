@@ -132,15 +132,22 @@ fn consul(raw: RawConsul, sink: &mut Sink) -> Option<ConsulConfig> {
     let path = "discovery.consul.address";
     let address = required(sink, path, raw.address, "address = \"http://127.0.0.1:8500\"")
         .filter(|address| {
-            let host = address
-                .strip_prefix("http://")
-                .or_else(|| address.strip_prefix("https://"))
-                .map(|rest| rest.split('/').next().unwrap_or_default());
+            // The Consul client is awc built without TLS: talk to the local
+            // agent over http://, as Consul recommends.
+            if address.starts_with("https://") {
+                sink.push(
+                    path,
+                    format!("https is not supported: {address:?} (use the local agent over http://, e.g. \"http://127.0.0.1:8500\")"),
+                );
+                return false;
+            }
+            let host =
+                address.strip_prefix("http://").map(|rest| rest.split('/').next().unwrap_or_default());
             let ok = host.is_some_and(|h| !h.is_empty() && !h.contains(char::is_whitespace));
             if !ok {
                 sink.push(
                     path,
-                    format!("invalid address {address:?} (use an http:// or https:// URL, e.g. \"http://127.0.0.1:8500\")"),
+                    format!("invalid address {address:?} (use an http:// URL, e.g. \"http://127.0.0.1:8500\")"),
                 );
             }
             ok

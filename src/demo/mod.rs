@@ -7,6 +7,8 @@
 //! - [`service`]: one service as an actix-web server (`mosaic demo-service`).
 //! - [`fault`]: injected faults (latency, errors, hang, reset, drip, non-JSON).
 //! - [`spawn`]: [`DemoServices`], the seven services as child processes.
+//! - [`consul`]: `mosaic demo --consul URL`: register them with a Consul
+//!   agent and discover them through it.
 //!
 //! `mosaic demo` = [`DemoServices::start`] on [`DEFAULT_BASE_PORT`] + the
 //! gateway + [`banner`].
@@ -17,6 +19,7 @@ use std::net::SocketAddr;
 use std::str::FromStr;
 
 pub mod cart;
+pub mod consul;
 pub mod data;
 pub mod fault;
 pub mod orders;

@@ -1,8 +1,10 @@
-//! Test support: scripted back ends (`fake`), a gateway started in-process
+//! Test support: scripted back ends (`fake`), a Consul API double
+//! (`consul`), a gateway started in-process
 //! on port 0 from TOML text, and small HTTP clients (awc and raw TCP).
 
 #![allow(dead_code)]
 
+pub mod consul;
 pub mod fake;
 
 #[allow(unused_imports)]
