@@ -640,3 +640,57 @@ async fn slow_upload_is_not_a_backend_timeout() {
     assert_eq!(seen[0].body, b"abcd");
     gw.stop(false).await;
 }
+
+/// The client's own `Forwarded` and `X-Forwarded-Host` claims never reach
+/// the service; mosaic's view replaces them.
+#[actix_rt::test]
+async fn client_forwarding_claims_are_replaced() {
+    let (cart, gw) = one_cart(Reply::ok("{}"), "").await;
+    let raw_request = b"GET /api/cart/x HTTP/1.1\r\nHost: shop.example\r\nForwarded: for=6.6.6.6;host=evil\r\nX-Forwarded-Host: evil.example\r\nConnection: close\r\n\r\n";
+    let (status, _, _) = raw_exchange(gw.addr, raw_request).await;
+    assert_eq!(status, 200);
+    let seen = &cart.requests()[0];
+    assert_eq!(seen.header("forwarded"), None);
+    assert_eq!(seen.header("x-forwarded-host"), Some("shop.example"));
+    gw.stop(false).await;
+}
+
+/// HEAD passes through: the service's status and headers, no body.
+#[actix_rt::test]
+async fn head_passes_through() {
+    let (cart, gw) = one_cart(Reply::ok(r#"{"items":[1,2,3]}"#), "").await;
+    let answer = request(gw.addr, "HEAD", "/api/cart/items", &[], None).await;
+    assert_eq!(answer.status, 200);
+    assert!(answer.body.is_empty());
+    assert_eq!(cart.requests()[0].method, "HEAD");
+    gw.stop(false).await;
+}
+
+/// A client that stops sending its request body for `server.client_timeout`
+/// gets 408, and the backend's breaker does not count it.
+#[actix_rt::test]
+async fn stalled_upload_is_408_and_not_a_backend_fault() {
+    let cart = FakeBackend::start(Reply::ok("{}"));
+    let toml = proxy_config(
+        &[cart.address()],
+        "breaker = { threshold = 1, backoff = { kind = \"constant\", delay = \"10s\" } }",
+    )
+    .replacen("workers = 1", "workers = 1\nclient_timeout = \"1s\"", 1);
+    let gw = start_gateway(&toml).await;
+    let mut stream = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    stream
+        .write_all(b"POST /api/cart/items HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n")
+        .await
+        .expect("write");
+    let mut out = vec![0u8; 2048];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut out))
+        .await
+        .expect("answered within 5 s")
+        .expect("read");
+    let answer = String::from_utf8_lossy(&out[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Threshold 1: had the stall counted, the breaker would now be open.
+    let next = request(gw.addr, "GET", "/api/cart/items", &[], None).await;
+    assert_eq!(next.status, 200);
+    gw.stop(false).await;
+}

@@ -23,6 +23,9 @@ const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
 /// Largest `server.workers`: more is a typo, not a machine.
 const MAX_WORKERS: i64 = 1024;
 
+/// Smallest `server.client_timeout` honoured precisely by the HTTP server.
+const MIN_CLIENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Validates parsed TOML, reading `${VAR}` through `env`.
 pub(crate) fn validate(
     mut table: toml::Table,
@@ -97,10 +100,16 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         DEFAULT_CLIENT_TIMEOUT,
     )
     .filter(|d| {
-        if d.is_zero() {
-            sink.push("server.client_timeout", "must be more than zero, e.g. \"5s\"");
+        // actix-http checks this timeout against a clock it refreshes every
+        // 500 ms, so shorter values fire early (even on prompt clients).
+        let ok = *d >= MIN_CLIENT_TIMEOUT;
+        if !ok {
+            sink.push(
+                "server.client_timeout",
+                "must be at least 1s (shorter values are not honoured precisely), e.g. \"5s\"",
+            );
         }
-        !d.is_zero()
+        ok
     });
     let shutdown_grace = duration_or(
         sink,

@@ -152,7 +152,13 @@ pub async fn forward(
     let listed = connection_listed(req.headers());
     let mut headers = HeaderMap::new();
     for (name, value) in req.headers() {
-        if name == header::HOST || name == header::CONTENT_LENGTH || is_hop_by_hop(name, &listed) {
+        // The client's own forwarding claims are not passed on: mosaic sets
+        // X-Forwarded-* from what it saw (X-Forwarded-For is appended to).
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || matches!(name.as_str(), "forwarded" | "x-forwarded-host" | "x-forwarded-proto")
+            || is_hop_by_hop(name, &listed)
+        {
             continue;
         }
         headers.append(name.clone(), value.clone());
