@@ -249,3 +249,40 @@ async fn request_id_is_kept_forwarded_and_echoed() {
     assert!(missing.header("x-request-id").is_some(), "even a 404 carries an id");
     gw.stop(false).await;
 }
+
+/// A shared call is not cut short by the deadline of the request that
+/// started it: a concurrent request with more time gets the live answer.
+#[actix_rt::test]
+async fn shared_call_outlives_a_short_leader_deadline() {
+    let catalog = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
+    let reviews = FakeBackend::start(Reply::Delay(
+        Duration::from_millis(300),
+        Box::new(Reply::ok(r#"{"rating":2}"#)),
+    ));
+    let toml = format!(
+        "{LISTEN_ANY}{}{}
+[[routes]]
+path = \"/quick/{{id}}\"
+deadline = \"100ms\"
+sections = [ {{ name = \"reviews\", backend = \"reviews\", path = \"/reviews/{{id}}\" }} ]
+
+[[routes]]
+path = \"/patient/{{id}}\"
+deadline = \"2s\"
+sections = [ {{ name = \"reviews\", backend = \"reviews\", path = \"/reviews/{{id}}\" }} ]
+",
+        backend("catalog", &[catalog.address()], ""),
+        backend("reviews", &[reviews.address()], "cache = { ttl = \"10s\" }\ntimeout = \"1s\""),
+    );
+    let gw = start_gateway(&toml).await;
+    let addr = gw.addr;
+    let quick = actix_rt::spawn(async move { get(addr, "/quick/5").await });
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let patient = get(gw.addr, "/patient/5").await;
+    let quick = quick.await.expect("quick page");
+    assert_eq!(quick.meta("reviews")["error"], "deadline");
+    assert_eq!(patient.meta("reviews")["source"], "live", "{}", patient.json());
+    assert_eq!(patient.json()["reviews"]["rating"], 2);
+    assert_eq!(reviews.calls(), 1, "one shared call");
+    gw.stop(false).await;
+}

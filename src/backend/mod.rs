@@ -264,6 +264,11 @@ impl Backend {
             Role::Lead(lead) => {
                 let slot = lead.subscribe();
                 let backend = self.clone();
+                // A shared call serves every waiter, not only the request
+                // that started it: it gets at least one full attempt even if
+                // the leader's deadline is nearer. Each waiter still stops
+                // waiting at its own deadline (the coordinator cuts it).
+                let deadline = deadline.max(Instant::now() + self.config.timeout);
                 // Its own task: the call completes and fills the cache even if
                 // this request goes away; the lead publishes to every waiter.
                 actix_rt::spawn(async move {
