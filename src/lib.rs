@@ -10,6 +10,7 @@
 //! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
 //!   cache, shared calls, load balancing, HTTP client and default response.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
+//! - [`chaos`]: the chaos experiment: processes, load, faults on a schedule, report.
 //! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
 //!
 //! # The request path
@@ -25,6 +26,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod chaos;
 pub mod config;
 pub mod coordinator;
 pub mod demo;

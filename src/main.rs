@@ -164,6 +164,9 @@ fn run(path: &Path) -> ExitCode {
     };
     let outcome = actix_rt::System::new().block_on(async move {
         let gateway = mosaic::edge::start(config).await?;
+        // One stdout line with the real addresses (port 0 included), for
+        // scripts and the chaos tests; logs go to stderr.
+        mosaic::chaos::announce(gateway.addr, gateway.admin_addr);
         tracing::info!(edge = %gateway.addr, admin = %gateway.admin_addr, "serving; SIGTERM or Ctrl-C to stop");
         mosaic::edge::shutdown_signal().await;
         tracing::info!("shutting down: finishing requests in flight");
