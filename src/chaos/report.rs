@@ -114,8 +114,14 @@ pub fn recoveries(samples: &[Sample], events: &[Event]) -> Vec<Recovery> {
         .collect()
 }
 
+/// Milliseconds, with a decimal below 10 ms (most healthy pages are sub-millisecond).
 fn ms(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
+    let millis = d.as_secs_f64() * 1000.0;
+    if millis < 10.0 {
+        format!("{millis:.1}ms")
+    } else {
+        format!("{millis:.0}ms")
+    }
 }
 
 /// Analyses a run and writes its text report.
@@ -297,7 +303,7 @@ fn timeline(t: &mut String, seconds: &[Second], outcome: &Outcome) {
          its most common source: L live, C cache, S stale, D default, N none; lowercase when\n\
          under 90% of that second's answers. `!N`: N bad answers. [backend state]: breaker."
     );
-    let _ = writeln!(t, "    t  req   p50   p99  1 2 3 4 5 6 7  events");
+    let _ = writeln!(t, "    t  req    p50    p99  1 2 3 4 5 6 7  events");
     for (i, s) in seconds.iter().enumerate() {
         let glyphs: Vec<String> = (0..SECTIONS.len())
             .map(|k| match s.dominant(k) {
@@ -327,7 +333,7 @@ fn timeline(t: &mut String, seconds: &[Second], outcome: &Outcome) {
         }
         let _ = writeln!(
             t,
-            "  {i:>3}s {:>4} {:>5} {:>5}  {}  {}",
+            "  {i:>3}s {:>4} {:>6} {:>6}  {}  {}",
             s.count,
             ms(s.p50),
             ms(s.p99),

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::experiment::Outcome;
+use super::experiment::{Event, Outcome};
 use super::lab::DEADLINE;
 use super::report::{Report, LATENCY_SLACK};
 use super::{Source, SECTIONS};
@@ -29,7 +29,7 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
     let plot_w = WIDTH - LEFT - RIGHT;
     let x = |t: f64| LEFT + plot_w * (t / n);
     let strips_top = TOP + LATENCY_HEIGHT + GAP;
-    let height = strips_top + ROW * SECTIONS.len() as f64 + 50.0;
+    let height = strips_top + ROW * SECTIONS.len() as f64 + 66.0;
     let budget = DEADLINE + LATENCY_SLACK;
     let top_ms = seconds
         .iter()
@@ -94,8 +94,9 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
             r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
             points.join(" ")
         );
-        let ly = TOP + 14.0 + if pick == 0 { 0.0 } else { 14.0 };
-        let _ = writeln!(s, r#"<text x="{}" y="{ly}" fill="{colour}">{name}</text>"#, LEFT + 6.0);
+        // Labelled above the panel's right end, clear of the lines.
+        let lx = WIDTH - RIGHT - 70.0 + if pick == 0 { 0.0 } else { 35.0 };
+        let _ = writeln!(s, r#"<text x="{lx}" y="{}" fill="{colour}">{name}</text>"#, TOP - 4.0);
     }
 
     // Source strips, consecutive identical single-source seconds merged.
@@ -153,7 +154,7 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
 
     // Event markers across both panels.
     let bottom = strips_top + ROW * SECTIONS.len() as f64;
-    for e in &outcome.events {
+    for (e, names) in grouped(&outcome.events) {
         let xx = x(e.at.as_secs_f64());
         let colour = match e.what {
             "kill" => "#c62828",
@@ -168,7 +169,7 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
             xx - 2.0,
             TOP + 2.0 + 4.0,
             e.what,
-            e.service.name()
+            names
         );
     }
 
@@ -191,11 +192,30 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<text x="{lx}" y="{}">markers: kill/fault (solid), restart/heal (dashed), crash (purple)</text>"#,
-        ay + 21.0
+        r#"<text x="{LEFT}" y="{}">markers: red kill, orange fault, purple actor crash (solid); green restart or heal (dashed)</text>"#,
+        ay + 38.0
     );
     s.push_str("</svg>\n");
     s
+}
+
+/// Events of the same kind within 300 ms share one marker, labelled with
+/// every service (`kill cart+pricing`), so labels do not overprint.
+fn grouped(events: &[Event]) -> Vec<(&Event, String)> {
+    let mut out: Vec<(&Event, String)> = Vec::new();
+    for e in events {
+        match out.last_mut() {
+            Some((first, names))
+                if first.what == e.what
+                    && e.at.saturating_sub(first.at) < Duration::from_millis(300) =>
+            {
+                names.push('+');
+                names.push_str(e.service.name());
+            }
+            _ => out.push((e, e.service.name().to_owned())),
+        }
+    }
+    out
 }
 
 fn rect(s: &mut String, x: f64, y: f64, w: f64, h: f64, fill: &str) {
