@@ -331,8 +331,7 @@ fn timeline(t: &mut String, seconds: &[Second], outcome: &Outcome) {
         if s.bad > 0 {
             notes.insert(0, format!("!{}", s.bad));
         }
-        let _ = writeln!(
-            t,
+        let line = format!(
             "  {i:>3}s {:>4} {:>6} {:>6}  {}  {}",
             s.count,
             ms(s.p50),
@@ -340,5 +339,6 @@ fn timeline(t: &mut String, seconds: &[Second], outcome: &Outcome) {
             glyphs.join(" "),
             notes.join(", ")
         );
+        let _ = writeln!(t, "{}", line.trim_end());
     }
 }
