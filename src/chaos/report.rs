@@ -342,3 +342,60 @@ fn timeline(t: &mut String, seconds: &[Second], outcome: &Outcome) {
         let _ = writeln!(t, "{}", line.trim_end());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::demo::Service;
+
+    fn sample(at_ms: u64, latency_ms: u64, reviews: Source) -> Sample {
+        let mut sources = [Source::Live; 7];
+        sources[section_index(Service::Reviews)] = reviews;
+        Sample {
+            at: Duration::from_millis(at_ms),
+            latency: Duration::from_millis(latency_ms),
+            status: 200,
+            sources,
+            problem: None,
+        }
+    }
+
+    /// Recovery is measured to the end of the first live answer sent after
+    /// the restart; a section never live again has none.
+    #[test]
+    fn recovery_after_restart() {
+        let samples = [
+            sample(900, 5, Source::None),
+            sample(1_100, 5, Source::None),
+            sample(1_400, 10, Source::Live),
+            sample(1_600, 1, Source::Live),
+        ];
+        let restart = |at_ms| Event {
+            at: Duration::from_millis(at_ms),
+            service: Service::Reviews,
+            what: "restart",
+            heals: true,
+        };
+        let r = recoveries(&samples, &[restart(1_000), restart(2_000)]);
+        assert_eq!(r[0].after, Some(Duration::from_millis(410)));
+        assert_eq!(r[1].after, None);
+    }
+
+    /// Seconds bucket by send time; the dominant source and its share.
+    #[test]
+    fn per_second_buckets() {
+        let samples = [
+            sample(100, 2, Source::Live),
+            sample(200, 4, Source::None),
+            sample(300, 6, Source::None),
+            sample(1_500, 1, Source::Live),
+        ];
+        let s = seconds(&samples, Duration::from_secs(2));
+        assert_eq!((s[0].count, s[1].count), (3, 1));
+        let reviews = section_index(Service::Reviews);
+        let (source, share) = s[0].dominant(reviews).unwrap_or((Source::Missing, 0.0));
+        assert_eq!(source, Source::None);
+        assert!((share - 2.0 / 3.0).abs() < 1e-9);
+        assert_eq!(s[0].p99, Duration::from_millis(6));
+    }
+}
