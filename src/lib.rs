@@ -14,6 +14,7 @@
 //!   blocking queries run by each backend's actor.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
 //! - [`telemetry`]: logging setup (human or JSON, non-blocking).
+//! - [`chaos`]: the chaos experiment: processes, load, faults on a schedule, report.
 //! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
 //!
 //! # The request path
@@ -29,6 +30,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod chaos;
 pub mod config;
 pub mod coordinator;
 pub mod demo;

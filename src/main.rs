@@ -153,11 +153,9 @@ fn run(path: &Path, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
     let _log = mosaic::telemetry::init_logging(log_format);
     let outcome = actix_rt::System::new().block_on(async move {
         let gateway = mosaic::edge::start_from_file(path).await?;
-        // One plain line on stdout, for people and scripts alike.
-        println!(
-            "mosaic listening on http://{} (admin http://{})",
-            gateway.addr, gateway.admin_addr
-        );
+        // One stdout line with the real addresses (port 0 included), for
+        // people, scripts and the chaos tests; logs go to stderr.
+        mosaic::chaos::announce(gateway.addr, gateway.admin_addr);
         mosaic::edge::serve_until_shutdown(gateway).await;
         Ok::<(), mosaic::edge::StartError>(())
     });

@@ -6,6 +6,10 @@
 //! `/health` stays truthful (Consul must see a slow service as up) and
 //! `/_fault` must stay reachable to turn a fault off again.
 //!
+//! `GET /_stats` answers `{"requests": N}`: how many data requests reached
+//! the service since it started, faulted or not, so a chaos test can see
+//! whether an open breaker really stops the calls.
+//!
 //! Order in which a request meets them: `hang` → `latency_ms`/`jitter_ms` →
 //! `reset`/`reset_rate` → `error_rate` → `non_json` → `drip_ms` (on whatever
 //! body is sent, 503s included).
@@ -18,6 +22,7 @@
 //! close is a FIN, not an RST. A raw TCP front would get the RST but would
 //! mean a second HTTP stack in the demo; not worth it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_web::body::{self, BodyStream, BoxBody, MessageBody};
@@ -125,12 +130,19 @@ fn happens(rate: f64) -> bool {
 pub struct FaultState {
     // parking_lot: held only to copy the settings in or out, never across an await.
     current: Mutex<Faults>,
+    /// Data requests received (everything but `/health`, `/_fault`, `/_stats`).
+    requests: AtomicU64,
 }
 
 impl FaultState {
     /// State starting with these settings.
     pub fn new(faults: Faults) -> Self {
-        FaultState { current: Mutex::new(faults) }
+        FaultState { current: Mutex::new(faults), requests: AtomicU64::new(0) }
+    }
+
+    /// Data requests received so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// The settings now.
@@ -168,6 +180,11 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(put_faults))
             .route(web::delete().to(delete_faults)),
     );
+    cfg.route("/_stats", web::get().to(get_stats));
+}
+
+async fn get_stats(state: web::Data<FaultState>) -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({ "requests": state.requests() }))
 }
 
 async fn get_faults(state: web::Data<FaultState>) -> HttpResponse {
@@ -193,13 +210,17 @@ async fn delete_faults(state: web::Data<FaultState>) -> HttpResponse {
     HttpResponse::Ok().json(Faults::default())
 }
 
-/// Middleware applying the current faults to everything but `/health` and `/_fault`.
+/// Middleware counting data requests and applying the current faults to
+/// everything but `/health`, `/_fault` and `/_stats`.
 pub async fn inject(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let faults = match req.app_data::<web::Data<FaultState>>() {
-        Some(state) if !matches!(req.path(), "/health" | "/_fault") => state.get(),
+        Some(state) if !matches!(req.path(), "/health" | "/_fault" | "/_stats") => {
+            state.requests.fetch_add(1, Ordering::Relaxed);
+            state.get()
+        }
         _ => return Ok(next.call(req).await?.map_into_boxed_body()),
     };
     if faults.hang {

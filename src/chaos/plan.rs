@@ -1,0 +1,152 @@
+//! The schedule of faults: a seeded, printable plan, so a run can be
+//! repeated exactly (`--seed`).
+//!
+//! Shape: a quiet warm-up (caches fill, breakers closed), then rounds, each
+//! one fault on one or two optional services for a few seconds followed by
+//! a quiet recovery gap, and a quiet cool-down at the end so the run can
+//! check that everything healed by itself. `catalog` is never a victim: it
+//! is the required section, and a page without its product is a 502 by
+//! design (the tests cover that case on its own).
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::demo::Service;
+
+/// Quiet time before the first round.
+pub const WARM_UP: Duration = Duration::from_secs(3);
+/// Quiet time after the last round.
+pub const COOL_DOWN: Duration = Duration::from_secs(5);
+/// The services a round may break (every optional section's).
+pub const VICTIMS: [Service; 6] = [
+    Service::Pricing,
+    Service::Reviews,
+    Service::Cart,
+    Service::Orders,
+    Service::Inventory,
+    Service::Recommendations,
+];
+
+/// What a round does to its victims.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL, then restart on the same port.
+    Kill,
+    /// `{"hang": true}`: accept and never answer.
+    Hang,
+    /// `{"latency_ms": 150, "jitter_ms": 120}`: sometimes past the deadline.
+    Slow,
+    /// `{"error_rate": 1.0}`: every answer a 503.
+    Errors,
+    /// Panic the gateway's backend actor (the admin hook); instantaneous.
+    Crash,
+}
+
+impl Fault {
+    /// The `PUT /_fault` body, for the faults injected that way.
+    pub fn settings(self) -> Option<serde_json::Value> {
+        match self {
+            Fault::Hang => Some(serde_json::json!({ "hang": true })),
+            Fault::Slow => Some(serde_json::json!({ "latency_ms": 150, "jitter_ms": 120 })),
+            Fault::Errors => Some(serde_json::json!({ "error_rate": 1.0 })),
+            Fault::Kill | Fault::Crash => None,
+        }
+    }
+
+    /// Short name for the report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fault::Kill => "kill",
+            Fault::Hang => "hang",
+            Fault::Slow => "slow",
+            Fault::Errors => "5xx",
+            Fault::Crash => "crash",
+        }
+    }
+}
+
+/// One round of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Round {
+    /// When the fault starts, since the epoch.
+    pub start: Duration,
+    /// How long it lasts (zero for a crash).
+    pub length: Duration,
+    /// The fault.
+    pub fault: Fault,
+    /// Its victims (one or two).
+    pub services: Vec<Service>,
+}
+
+impl fmt::Display for Round {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names: Vec<&str> = self.services.iter().map(|s| s.name()).collect();
+        write!(
+            f,
+            "{:>5.1}s  {:<5} {:<28} for {:.1}s",
+            self.start.as_secs_f64(),
+            self.fault.name(),
+            names.join("+"),
+            self.length.as_secs_f64()
+        )
+    }
+}
+
+/// The plan for a run of `duration` with `seed`: the same inputs always
+/// give the same rounds.
+pub fn plan(seed: u64, duration: Duration) -> Vec<Round> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let mut rounds = Vec::new();
+    let mut at = WARM_UP;
+    // Bounded by time and, for safety, by count.
+    while rounds.len() < 1000 {
+        let fault = match rng.u32(0..100) {
+            0..=39 => Fault::Kill,
+            40..=54 => Fault::Hang,
+            55..=69 => Fault::Slow,
+            70..=84 => Fault::Errors,
+            _ => Fault::Crash,
+        };
+        let length = match fault {
+            Fault::Crash => Duration::ZERO,
+            _ => Duration::from_millis(rng.u64(2_000..=4_000)),
+        };
+        let recovery = Duration::from_millis(rng.u64(3_000..=4_500));
+        if at + length + recovery + COOL_DOWN > duration {
+            break;
+        }
+        let first = VICTIMS[rng.usize(..VICTIMS.len())];
+        let mut services = vec![first];
+        // Now and then two services die together.
+        if fault == Fault::Kill && rng.u32(0..4) == 0 {
+            let second = VICTIMS[rng.usize(..VICTIMS.len())];
+            if second != first {
+                services.push(second);
+            }
+        }
+        rounds.push(Round { start: at, length, fault, services });
+        at += length + recovery;
+    }
+    rounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Same seed, same plan; rounds fit the run with quiet ends; never catalog.
+    #[test]
+    fn seeded_and_bounded() {
+        let duration = Duration::from_secs(60);
+        let a = plan(7, duration);
+        assert_eq!(a, plan(7, duration));
+        assert!(a.len() >= 5, "{a:?}");
+        assert_ne!(a, plan(8, duration));
+        for round in &a {
+            assert!(round.start >= WARM_UP);
+            assert!(round.start + round.length + COOL_DOWN <= duration);
+            assert!(!round.services.contains(&Service::Catalog));
+        }
+        assert!(plan(1, Duration::from_secs(5)).is_empty());
+    }
+}
