@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::admin;
 use crate::config::{Config, ConfigErrors};
 use crate::coordinator::X_REQUEST_ID;
+use crate::telemetry;
 
 /// `X-Mosaic-Complete: true|false` on every page.
 pub static X_MOSAIC_COMPLETE: HeaderName = HeaderName::from_static("x-mosaic-complete");
@@ -219,9 +220,8 @@ static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 /// `tracestate`, passed on when the client sent one.
 static TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 
-/// One structured line per request, target `mosaic::access` (filter it with
-/// `RUST_LOG`, e.g. `RUST_LOG=info,mosaic::access=off`). For a proxied
-/// request the elapsed time is to the response head; the body streams after.
+/// One line per request (see `telemetry::access`). For a proxied request
+/// the elapsed time is to the response head; the body streams after.
 fn access_log(
     req: &HttpRequest,
     request_id: &HeaderValue,
@@ -231,32 +231,19 @@ fn access_log(
     arrived: Instant,
     page: Option<page::PageLog>,
 ) {
-    let elapsed_ms = arrived.elapsed().as_secs_f64() * 1000.0;
-    let request_id = request_id.to_str().unwrap_or("-");
-    match page {
-        Some(page) => tracing::info!(
-            target: "mosaic::access",
-            request_id,
-            trace_id,
-            method = %req.method(),
-            path = req.uri().path(),
-            route,
-            status,
-            elapsed_ms,
-            complete = page.complete,
-            degraded = page.degraded.as_str(),
-        ),
-        None => tracing::info!(
-            target: "mosaic::access",
-            request_id,
-            trace_id,
-            method = %req.method(),
-            path = req.uri().path(),
-            route,
-            status,
-            elapsed_ms,
-        ),
+    if !telemetry::access::enabled() {
+        return;
     }
+    telemetry::access::write(&telemetry::access::AccessLine {
+        request_id: request_id.to_str().unwrap_or("-"),
+        trace_id,
+        method: req.method().as_str(),
+        path: req.uri().path(),
+        route,
+        status,
+        elapsed_ms: arrived.elapsed().as_secs_f64() * 1000.0,
+        page: page.as_ref().map(|p| (p.complete, p.degraded.as_str())),
+    });
 }
 
 /// A JSON error answered by mosaic itself: `{"error": KIND, "detail": ...}`.

@@ -63,7 +63,7 @@ async fn serve_page(
         coordinator::compose(route, &params, req.headers(), per_request, arrived).await;
     route.duration.record(arrived.elapsed().as_secs_f64());
     // Built only when the access log will be written.
-    let log = tracing::enabled!(target: "mosaic::access", tracing::Level::INFO).then(|| {
+    let log = crate::telemetry::access::enabled().then(|| {
         let mut degraded = String::new();
         for (section, reply) in route.sections.iter().zip(&replies) {
             if reply.is_complete() {

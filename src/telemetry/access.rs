@@ -1,0 +1,192 @@
+//! The access log: one line per request, written without `tracing`'s
+//! formatter. Measured on the side-by-side benchmark, a line per request
+//! through `tracing-subscriber`'s field visitors cost the page about a
+//! quarter of its CPU; here the line is written straight into a reused
+//! buffer and handed to the same non-blocking log thread as every other log
+//! line (so lines never interleave, and a full queue drops, never blocks).
+//!
+//! The line carries the fields operators filter on: `request_id`,
+//! `trace_id`, `method`, `path`, `route`, `status`, `elapsed_ms`, and for
+//! pages `complete` and `degraded`. Its target is `mosaic::access`, so
+//! `RUST_LOG=info,mosaic::access=off` turns it off.
+
+use std::cell::RefCell;
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tracing_appender::non_blocking::NonBlocking;
+
+use super::LogFormat;
+
+/// Where access lines go, set once by `init_logging` when the filter lets
+/// `mosaic::access` through. Unset (tests, embedding): nothing is written.
+static SINK: OnceLock<(NonBlocking, LogFormat)> = OnceLock::new();
+
+/// Enables the access log into `writer` (called by `init_logging`).
+pub(super) fn enable(writer: NonBlocking, format: LogFormat) {
+    let _ = SINK.set((writer, format));
+}
+
+/// Whether access lines are written (checked before gathering page details).
+pub fn enabled() -> bool {
+    SINK.get().is_some()
+}
+
+/// One request's line.
+#[derive(Debug)]
+pub struct AccessLine<'a> {
+    /// `X-Request-Id`.
+    pub request_id: &'a str,
+    /// W3C trace id.
+    pub trace_id: &'a str,
+    /// HTTP method.
+    pub method: &'a str,
+    /// Request path as sent.
+    pub path: &'a str,
+    /// Route template, proxy prefix or `unmatched`.
+    pub route: &'a str,
+    /// Response status.
+    pub status: u16,
+    /// Time to the response (head, for proxies), in milliseconds.
+    pub elapsed_ms: f64,
+    /// For pages: completeness and the degraded sections.
+    pub page: Option<(bool, &'a str)>,
+}
+
+thread_local! {
+    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+}
+
+/// Writes the line, if the access log is on.
+pub fn write(line: &AccessLine<'_>) {
+    let Some((writer, format)) = SINK.get() else { return };
+    LINE.with(|buffer| {
+        let Ok(mut out) = buffer.try_borrow_mut() else { return };
+        out.clear();
+        match format {
+            LogFormat::Json => json(&mut out, line),
+            LogFormat::Human => human(&mut out, line),
+        }
+        out.push('\n');
+        // Lossy by design: a full queue drops the line rather than block.
+        let mut writer = writer.clone();
+        let _ = writer.write_all(out.as_bytes());
+    });
+}
+
+fn json(out: &mut String, l: &AccessLine<'_>) {
+    out.push_str("{\"timestamp\":\"");
+    timestamp(out);
+    out.push_str("\",\"level\":\"INFO\",\"target\":\"mosaic::access\"");
+    for (key, value) in [
+        ("request_id", l.request_id),
+        ("trace_id", l.trace_id),
+        ("method", l.method),
+        ("path", l.path),
+        ("route", l.route),
+    ] {
+        let _ = write!(out, ",\"{key}\":");
+        json_string(out, value);
+    }
+    let _ = write!(out, ",\"status\":{},\"elapsed_ms\":{:.3}", l.status, l.elapsed_ms);
+    if let Some((complete, degraded)) = l.page {
+        let _ = write!(out, ",\"complete\":{complete},\"degraded\":");
+        json_string(out, degraded);
+    }
+    out.push('}');
+}
+
+fn human(out: &mut String, l: &AccessLine<'_>) {
+    timestamp(out);
+    let _ = write!(
+        out,
+        "  INFO mosaic::access: request_id={} trace_id={} method={} path={} route={} status={} elapsed_ms={:.3}",
+        l.request_id, l.trace_id, l.method, l.path, l.route, l.status, l.elapsed_ms
+    );
+    if let Some((complete, degraded)) = l.page {
+        let _ = write!(out, " complete={complete} degraded={degraded:?}");
+    }
+}
+
+fn json_string(out: &mut String, value: &str) {
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// RFC 3339 UTC with microseconds, e.g. `2026-11-26T15:43:19.123456Z`.
+fn timestamp(out: &mut String) {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+    let rem = secs % 86_400;
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        since.subsec_micros()
+    );
+}
+
+/// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(20_783), (2026, 11, 26));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+    }
+
+    #[test]
+    fn json_line_is_valid_and_escaped() {
+        let mut out = String::new();
+        json(
+            &mut out,
+            &AccessLine {
+                request_id: "a\"b\\c",
+                trace_id: "t",
+                method: "GET",
+                path: "/p/1",
+                route: "/p/{id}",
+                status: 200,
+                elapsed_ms: 1.5,
+                page: Some((false, "price:stale:timeout")),
+            },
+        );
+        let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
+        assert_eq!(v["request_id"], "a\"b\\c");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["complete"], false);
+        assert_eq!(v["degraded"], "price:stale:timeout");
+        assert_eq!(v["target"], "mosaic::access");
+    }
+}
