@@ -255,8 +255,7 @@ fn demo(
     }
 }
 
-/// Binds first, so the printed address is the real one (port 0 included)
-/// and a busy port is reported before any runtime starts.
+/// Checks the fault flags, then runs one demo service as this process.
 fn demo_service(service: Service, listen: SocketAddr, faults: Faults) -> ExitCode {
     if let Err(errors) = faults.validate() {
         for e in errors {
@@ -264,26 +263,10 @@ fn demo_service(service: Service, listen: SocketAddr, faults: Faults) -> ExitCod
         }
         return ExitCode::FAILURE;
     }
-    let listener = match std::net::TcpListener::bind(listen) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("demo service {service}: cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let bound = listener.local_addr().unwrap_or(listen);
-    // `DemoServices` waits for this exact line; print it in one write and flush.
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "demo service {service} listening on {bound}");
-        let _ = out.flush();
-    }
-    match actix_rt::System::new().block_on(mosaic::demo::service::serve(service, listener, faults))
-    {
+    match mosaic::demo::service::run_standalone(service, listen, faults) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("demo service {service}: {e}");
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

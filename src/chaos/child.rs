@@ -54,29 +54,10 @@ fn run_gateway(path: &str) -> ExitCode {
 }
 
 fn run_service(service: Service, listen: SocketAddr) -> ExitCode {
-    let listener = match std::net::TcpListener::bind(listen) {
-        Ok(listener) => listener,
-        Err(e) => {
-            eprintln!("demo service {service}: cannot listen on {listen}: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let bound = listener.local_addr().unwrap_or(listen);
-    {
-        use std::io::Write as _;
-        let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "demo service {service} listening on {bound}");
-        let _ = out.flush();
-    }
-    let served = actix_rt::System::new().block_on(crate::demo::service::serve(
-        service,
-        listener,
-        Faults::default(),
-    ));
-    match served {
+    match crate::demo::service::run_standalone(service, listen, Faults::default()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("demo service {service}: {e}");
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }

@@ -4,7 +4,7 @@
 //! One worker: a demo service is a stand-in for a remote team's service, and
 //! a single-threaded one keeps seven of them cheap on a laptop.
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
@@ -265,4 +265,23 @@ async fn remove_item(
             error_response(StatusCode::NOT_FOUND, "not_in_cart", "product is not in the cart")
         }
     }
+}
+/// Runs one service as this whole process (`mosaic demo-service`): binds
+/// first, so the announced address is the real one (port 0 included) and a
+/// busy port is reported before any runtime starts; prints
+/// `demo service NAME listening on ADDR` (what `DemoServices` waits for) in
+/// one write; serves until killed. Errors are ready to print.
+pub fn run_standalone(service: Service, listen: SocketAddr, faults: Faults) -> Result<(), String> {
+    let listener = TcpListener::bind(listen)
+        .map_err(|e| format!("demo service {service}: cannot listen on {listen}: {e}"))?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "demo service {service} listening on {bound}");
+        let _ = out.flush();
+    }
+    actix_rt::System::new()
+        .block_on(serve(service, listener, faults))
+        .map_err(|e| format!("demo service {service}: {e}"))
 }
