@@ -305,8 +305,7 @@ impl Backend {
             let Some(index) = self.balancer.pick(&instances, previous) else {
                 return Err(FetchError::NoInstances);
             };
-            let url = format!("{}{}", instances[index].base_url, path);
-            let result = self.attempt(&url, headers, deadline).await;
+            let result = self.attempt(&instances[index].address, path, headers, deadline).await;
             let fault = matches!(&result, Err(e) if e.is_upstream_fault());
             self.breaker.record(permit, fault);
             let error = match result {
@@ -371,7 +370,8 @@ impl Backend {
     /// One attempt, bounded by `timeout` and by the deadline.
     async fn attempt(
         &self,
-        url: &str,
+        address: &str,
+        path: &str,
         headers: &[(HeaderName, HeaderValue)],
         deadline: Instant,
     ) -> Result<Fetched, FetchError> {
@@ -382,9 +382,10 @@ impl Backend {
         } else {
             (timeout_at, FetchError::Timeout)
         };
-        let result = tokio::time::timeout_at(limit, client::get_json(url, headers, self.max_body))
-            .await
-            .unwrap_or(Err(on_expiry));
+        let result =
+            tokio::time::timeout_at(limit, client::get_json(address, path, headers, self.max_body))
+                .await
+                .unwrap_or(Err(on_expiry));
         self.stats.attempt(&result, started.elapsed());
         result
     }

@@ -1,0 +1,399 @@
+//! One HTTP attempt against one instance, on this worker's connections.
+//!
+//! Section calls use mosaic's own HTTP/1.1 exchange ([`wire`]) over a
+//! thread-local keep-alive pool ([`pool`]): backend I/O stays on the worker
+//! that serves the page, connections are reused across that worker's
+//! requests, and no lock or thread hop sits on the path. Proxy routes stream
+//! any method and body both ways and use a per-worker `awc::Client`
+//! ([`worker_client`]), also a thread-local since it is `!Send`.
+
+mod pool;
+pub mod wire;
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use awc::error::SendRequestError;
+use bytes::Bytes;
+
+use super::error::FetchError;
+use wire::{Conn, WireError};
+
+/// Idle keep-alive connections are closed after this long.
+const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Connections are recycled after this long, so DNS and discovery changes
+/// and backend restarts are picked up even on busy pools.
+const CONN_LIFETIME: Duration = Duration::from_secs(120);
+/// Connect attempts never run longer than this (the per-attempt timeout is
+/// usually shorter and applies first).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+thread_local! {
+    static CLIENT: awc::Client = build_client();
+}
+
+fn build_client() -> awc::Client {
+    let connector = awc::Connector::new()
+        .limit(0)
+        .timeout(CONNECT_TIMEOUT)
+        .conn_keep_alive(KEEP_ALIVE)
+        .conn_lifetime(CONN_LIFETIME);
+    awc::Client::builder()
+        .connector(connector)
+        .disable_timeout()
+        .disable_redirects()
+        .no_default_headers()
+        .finish()
+}
+
+/// This worker's client (a cheap `Rc` clone).
+pub fn worker_client() -> awc::Client {
+    CLIENT.with(|c| c.clone())
+}
+
+/// A service's answer that was not a fault: 2xx with a JSON body, or 4xx.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetched {
+    /// HTTP status.
+    pub status: u16,
+    /// The body for 2xx (validated JSON); empty for 4xx.
+    pub body: Bytes,
+}
+
+impl Fetched {
+    /// A 2xx answer (its body is the section).
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+/// GETs `path` from the instance at `address` (`host:port`) once, on a
+/// pooled connection of this worker. The caller bounds the time
+/// (`tokio::time::timeout_at`); a connection dropped mid-exchange is closed,
+/// never returned to the pool.
+pub async fn get_json(
+    address: &str,
+    path: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    max_body: usize,
+) -> Result<Fetched, FetchError> {
+    if !wire::is_request_target(path) {
+        // `template` never renders such a path; refuse rather than send it.
+        return Err(FetchError::Internal);
+    }
+    let (mut conn, mut opened_at) = match pool::checkout(address) {
+        Some(pooled) => pooled,
+        None => (connect(address).await?, Instant::now()),
+    };
+    let answer = loop {
+        match conn.get(address, path, headers, max_body).await {
+            Ok(answer) => break answer,
+            // The service closed an idle connection as we reused it: the GET
+            // never reached it, so it goes out again on a new connection
+            // (once: a new connection is not `reused`).
+            Err(WireError::ClosedBeforeAnswer) if conn.reused => {
+                conn = connect(address).await?;
+                opened_at = Instant::now();
+            }
+            Err(WireError::TooLarge) => return Err(FetchError::TooLarge),
+            Err(_) => return Err(FetchError::Connect),
+        }
+    };
+    if answer.reusable {
+        pool::checkin(address, conn, opened_at);
+    }
+    let status = answer.status;
+    match status {
+        500..=599 => Err(FetchError::Status5xx),
+        400..=499 => Ok(Fetched { status, body: Bytes::new() }),
+        200..=299 => {
+            if !is_json(&answer.body) {
+                return Err(FetchError::InvalidBody);
+            }
+            Ok(Fetched { status, body: answer.body })
+        }
+        // 1xx and 3xx (redirects are not followed) carry no section.
+        _ => Err(FetchError::InvalidBody),
+    }
+}
+
+async fn connect(address: &str) -> Result<Conn, FetchError> {
+    Conn::connect(address).await.map_err(|_| FetchError::Connect)
+}
+
+/// Validates JSON without building values (see `json_check`).
+pub use super::json_check::is_json;
+
+/// Maps awc's send errors to page error kinds.
+pub fn classify_send_error(error: SendRequestError) -> FetchError {
+    match error {
+        SendRequestError::Timeout => FetchError::Timeout,
+        _ => FetchError::Connect,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+
+    #[test]
+    fn json_check_accepts_any_json_value_and_nothing_else() {
+        for ok in [&b"{}"[..], b"[1,2]", b" \"s\" ", b"null", b"12.5", b"{\"a\":{\"b\":[true]}}"] {
+            assert!(is_json(ok), "{ok:?}");
+        }
+        for bad in [&b""[..], b"<html>", b"{", b"{} {}", b"{\"a\":}"] {
+            assert!(!is_json(bad), "{bad:?}");
+        }
+    }
+
+    /// A raw HTTP server on loopback: `handler(n, stream)` serves the n-th
+    /// accepted connection. Returns the address and the accept count.
+    async fn server<F, Fut>(handler: F) -> (String, Arc<AtomicUsize>)
+    where
+        F: Fn(usize, TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(handler(n, stream));
+            }
+        });
+        (address, accepted)
+    }
+
+    /// Reads one request head; `None` when the client closed.
+    async fn read_request(stream: &mut TcpStream) -> Option<String> {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            if stream.read(&mut byte).await.ok()? == 0 {
+                return None;
+            }
+            head.push(byte[0]);
+        }
+        Some(String::from_utf8(head).unwrap())
+    }
+
+    /// Answers every request on the connection with `answer`.
+    async fn answer_all(mut stream: TcpStream, answer: &'static str) {
+        while read_request(&mut stream).await.is_some() {
+            if stream.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    const OK_JSON: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"id\":\"42\"}";
+
+    async fn get(address: &str) -> Result<Fetched, FetchError> {
+        get_json(address, "/products/42", &[], 1024).await
+    }
+
+    #[tokio::test]
+    async fn keep_alive_connections_are_reused() {
+        let (address, accepted) = server(|_, s| answer_all(s, OK_JSON)).await;
+        for _ in 0..5 {
+            let fetched = get(&address).await.unwrap();
+            assert_eq!((fetched.status, &fetched.body[..]), (200, &b"{\"id\":\"42\"}"[..]));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(pool::idle_count(&address), 1);
+    }
+
+    #[tokio::test]
+    async fn request_carries_host_accept_and_section_headers() {
+        let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel(1);
+        let (address, _) = server(move |_, mut s| {
+            let seen_tx = seen_tx.clone();
+            async move {
+                let request = read_request(&mut s).await.unwrap();
+                seen_tx.send(request).await.unwrap();
+                s.write_all(OK_JSON.as_bytes()).await.unwrap();
+            }
+        })
+        .await;
+        let headers = [(HeaderName::from_static("x-request-id"), HeaderValue::from_static("r1"))];
+        get_json(&address, "/cart?x=1", &headers, 1024).await.unwrap();
+        let request = seen_rx.recv().await.unwrap();
+        assert!(request.starts_with("GET /cart?x=1 HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains(&format!("host: {address}\r\n")), "{request}");
+        assert!(request.contains("accept: application/json\r\n"), "{request}");
+        assert!(request.contains("x-request-id: r1\r\n"), "{request}");
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_are_joined_and_trailers_skipped() {
+        let answer = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                      4;ext=1\r\n{\"a\"\r\n3\r\n:[1\r\n2\r\n]}\r\n0\r\nx-trailer: y\r\n\r\n";
+        let (address, accepted) = server(move |_, s| answer_all(s, answer)).await;
+        for _ in 0..2 {
+            assert_eq!(&get(&address).await.unwrap().body[..], b"{\"a\":[1]}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "reused after a chunked body");
+    }
+
+    #[tokio::test]
+    async fn answers_written_a_byte_at_a_time_are_read_whole() {
+        let (address, accepted) = server(|_, mut s| async move {
+            while read_request(&mut s).await.is_some() {
+                for byte in OK_JSON.as_bytes() {
+                    s.write_all(&[*byte]).await.unwrap();
+                    s.flush().await.unwrap();
+                }
+            }
+        })
+        .await;
+        for _ in 0..2 {
+            assert_eq!(&get(&address).await.unwrap().body[..], b"{\"id\":\"42\"}");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_ended_by_close_is_read_and_the_connection_not_kept() {
+        let (address, accepted) = server(|_, mut s| async move {
+            read_request(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\n\r\n[1,2,3]").await.unwrap();
+        })
+        .await;
+        for _ in 0..2 {
+            assert_eq!(&get(&address).await.unwrap().body[..], b"[1,2,3]");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(pool::idle_count(&address), 0);
+    }
+
+    #[tokio::test]
+    async fn connection_close_is_honoured() {
+        let answer = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}";
+        let (address, accepted) = server(move |_, s| answer_all(s, answer)).await;
+        get(&address).await.unwrap();
+        get(&address).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_service_closed_while_idle_is_replaced_transparently() {
+        // Each connection serves one exchange, then the service closes it
+        // (as a service with a short keep-alive timeout does).
+        let (address, accepted) = server(|_, mut s| async move {
+            read_request(&mut s).await;
+            s.write_all(OK_JSON.as_bytes()).await.unwrap();
+            let _ = s.shutdown().await;
+        })
+        .await;
+        get(&address).await.unwrap();
+        // Let the FIN arrive, so the pooled connection is really dead.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let fetched = get(&address).await.unwrap();
+        assert_eq!(fetched.status, 200);
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_fresh_connection_closed_before_answering_is_a_connect_error() {
+        let (address, accepted) = server(|_, mut s| async move {
+            read_request(&mut s).await;
+        })
+        .await;
+        assert_eq!(get(&address).await.unwrap_err(), FetchError::Connect);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "no resend on a new connection");
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_mid_body_is_a_connect_error() {
+        let (address, _) = server(|_, mut s| async move {
+            read_request(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"a\":").await.unwrap();
+        })
+        .await;
+        assert_eq!(get(&address).await.unwrap_err(), FetchError::Connect);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_error() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        assert_eq!(get(&address).await.unwrap_err(), FetchError::Connect);
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_too_large() {
+        let long = "HTTP/1.1 200 OK\r\ncontent-length: 5000\r\n\r\n";
+        let (address, _) = server(move |_, s| answer_all(s, long)).await;
+        assert_eq!(get(&address).await.unwrap_err(), FetchError::TooLarge);
+
+        let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                       300\r\n";
+        let (address, _) = server(move |_, mut s| async move {
+            read_request(&mut s).await;
+            s.write_all(chunked.as_bytes()).await.unwrap();
+            let chunk = format!("{}\r\n300\r\n", "x".repeat(0x300));
+            for _ in 0..4 {
+                if s.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert_eq!(get(&address).await.unwrap_err(), FetchError::TooLarge);
+    }
+
+    #[tokio::test]
+    async fn client_errors_are_answers_and_keep_the_connection() {
+        let answer =
+            "HTTP/1.1 404 Not Found\r\ncontent-length: 21\r\n\r\n{\"error\":\"not_found\"}";
+        let (address, accepted) = server(move |_, s| answer_all(s, answer)).await;
+        for _ in 0..3 {
+            let fetched = get(&address).await.unwrap();
+            assert_eq!((fetched.status, fetched.body.len()), (404, 0));
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn server_errors_redirects_and_non_json_are_faults() {
+        for (answer, expected) in [
+            ("HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n", FetchError::Status5xx),
+            (
+                "HTTP/1.1 302 Found\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n",
+                FetchError::InvalidBody,
+            ),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n<html>", FetchError::InvalidBody),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", FetchError::InvalidBody),
+            ("HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n", FetchError::Connect),
+        ] {
+            let (address, _) = server(move |_, s| answer_all(s, answer)).await;
+            assert_eq!(get(&address).await.unwrap_err(), expected, "{answer:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped() {
+        let answer = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                      HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n[]";
+        let (address, _) = server(move |_, s| answer_all(s, answer)).await;
+        assert_eq!(&get(&address).await.unwrap().body[..], b"[]");
+    }
+
+    #[tokio::test]
+    async fn paths_that_could_split_the_request_are_never_sent() {
+        let (address, accepted) = server(|_, s| answer_all(s, OK_JSON)).await;
+        let result = get_json(&address, "/a b HTTP/1.1\r\nx: y", &[], 1024).await;
+        assert_eq!(result.unwrap_err(), FetchError::Internal);
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+    }
+}
