@@ -6,21 +6,22 @@
 //! announced by `Content-Length` or discovered while streaming. Only
 //! idempotent requests without a body are retried on another instance.
 
-use std::cell::Cell;
-use std::rc::Rc;
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
-use awc::error::PayloadError;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
 use super::error_response;
 use crate::backend::bulkhead::BulkheadSlot;
-use crate::backend::client::{classify_send_error, worker_client};
+use crate::backend::client;
+use crate::backend::client::forward::{
+    ForwardError, Incoming, IncomingBody, Limits, Outgoing, RequestBody,
+};
 use crate::backend::{Admission, FetchError};
 use crate::runtime::ProxyRuntime;
 
@@ -103,6 +104,64 @@ fn status_for(error: FetchError) -> StatusCode {
     }
 }
 
+/// Appends `name: value\r\n` to a request head being built.
+fn push_line(lines: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
+    lines.extend_from_slice(name.as_str().as_bytes());
+    lines.extend_from_slice(b": ");
+    lines.extend_from_slice(value);
+    lines.extend_from_slice(b"\r\n");
+}
+
+/// The header lines sent to the service: the client's, less hop-by-hop
+/// ones and its own forwarding claims, plus `X-Forwarded-*` as mosaic saw
+/// the request and the per-request headers (request id, trace context),
+/// which replace any the client sent.
+fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderValue)]) -> Vec<u8> {
+    let mut lines = Vec::with_capacity(512);
+    let listed = connection_listed(req.headers());
+    for (name, value) in req.headers() {
+        if name == header::HOST
+            || name == header::CONTENT_LENGTH
+            || name == header::EXPECT
+            || matches!(
+                name.as_str(),
+                "forwarded" | "x-forwarded-host" | "x-forwarded-proto" | "x-forwarded-for"
+            )
+            || is_hop_by_hop(name, &listed)
+            || per_request.iter().any(|(n, _)| n == name)
+        {
+            continue;
+        }
+        push_line(&mut lines, name, value.as_bytes());
+    }
+    // X-Forwarded-For is appended to; Forwarded, X-Forwarded-Host and
+    // -Proto are replaced by what mosaic saw.
+    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let forwarded_for = match req.headers().get("x-forwarded-for").map(HeaderValue::as_bytes) {
+        Some(previous) if !peer.is_empty() => [previous, b", ", peer.as_bytes()].concat(),
+        Some(previous) => previous.to_vec(),
+        None => peer.into_bytes(),
+    };
+    if !forwarded_for.is_empty() {
+        push_line(&mut lines, &X_FORWARDED_FOR, &forwarded_for);
+    }
+    // The scheme of the connection we accepted, never the client's own
+    // `X-Forwarded-Proto` or `Forwarded` claim (which `connection_info` trusts).
+    let scheme: &[u8] = if req.app_config().secure() { b"https" } else { b"http" };
+    push_line(&mut lines, &X_FORWARDED_PROTO, scheme);
+    if let Some(host) = req.headers().get(header::HOST) {
+        push_line(&mut lines, &X_FORWARDED_HOST, host.as_bytes());
+    }
+    for (name, value) in per_request {
+        push_line(&mut lines, name, value.as_bytes());
+    }
+    lines
+}
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// Forwards one request.
 pub async fn forward(
     req: &HttpRequest,
@@ -135,8 +194,14 @@ pub async fn forward(
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None);
     }
     let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let body_framing = match (chunked, declared_len) {
+        (true, _) => RequestBody::Chunked,
+        (false, Some(n)) => RequestBody::Length(n),
+        (false, None) => RequestBody::None,
+    };
     let has_body = chunked || declared_len.is_some_and(|n| n > 0);
     let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+    let head_request = *req.method() == Method::HEAD;
     let target = target_path(
         &proxy.config.prefix,
         proxy.config.rewrite.as_deref(),
@@ -149,89 +214,46 @@ pub async fn forward(
         Err(error) => return proxy_error(status_for(error), error, name),
     };
 
-    let listed = connection_listed(req.headers());
-    let mut headers = HeaderMap::new();
-    for (name, value) in req.headers() {
-        // The client's own forwarding claims are not passed on: mosaic sets
-        // X-Forwarded-* from what it saw (X-Forwarded-For is appended to).
-        if name == header::HOST
-            || name == header::CONTENT_LENGTH
-            || matches!(name.as_str(), "forwarded" | "x-forwarded-host" | "x-forwarded-proto")
-            || is_hop_by_hop(name, &listed)
-        {
-            continue;
-        }
-        headers.append(name.clone(), value.clone());
-    }
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
-    let forwarded_for = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(previous) if !peer.is_empty() => format!("{previous}, {peer}"),
-        Some(previous) => previous.to_string(),
-        None => peer,
+    let header_lines = outgoing_header_lines(req, per_request);
+    let outgoing = Outgoing {
+        method: req.method().as_str(),
+        target: &target,
+        header_lines: &header_lines,
+        body: body_framing,
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(HeaderName::from_static("x-forwarded-for"), v);
-    }
-    // The scheme of the connection we accepted, never the client's own
-    // `X-Forwarded-Proto` or `Forwarded` claim (which `connection_info` trusts).
-    let scheme = if req.app_config().secure() { "https" } else { "http" };
-    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static(scheme));
-    if let Some(host) = req.headers().get(header::HOST) {
-        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
-    }
-    for (name, value) in per_request {
-        headers.insert(name.clone(), value.clone());
-    }
-
-    let client = worker_client();
-    let timeout = backend.config().timeout;
-    // A body is streamed once, so only a bodiless idempotent request can be repeated.
-    let mut retries_left = backend.retry_budget(&instances, idempotent && !has_body);
-    let mut payload = Some(payload);
-    let body_fault = Rc::new(Cell::new(BodyFault::None));
-    let progress = Rc::new(BodyProgress::new());
+    let limits =
+        Limits { timeout: backend.config().timeout, client_idle: client_timeout, max_body };
+    // A body is streamed once, so only a bodiless idempotent request can be
+    // repeated (on another instance, or on a new connection when a pooled
+    // one turns out to be closed).
+    let repeatable = idempotent && !has_body;
+    let mut retries_left = backend.retry_budget(&instances, repeatable);
+    let mut payload = has_body.then_some(payload);
     let mut previous = None;
     loop {
         let Some(index) = backend.balancer.pick(&instances, previous) else {
             return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::NoInstances, name);
         };
-        let url = format!("{}{}", instances[index].base_url, target);
-        let mut request = client.request(req.method().clone(), url);
-        for (name, value) in &headers {
-            request = request.append_header((name.clone(), value.clone()));
-        }
         let started = Instant::now();
-        let send = match (has_body, payload.take()) {
-            (true, Some(body)) => {
-                let limited = limit_body(body, max_body, body_fault.clone(), progress.clone());
-                match declared_len {
-                    Some(len) => request.send_body(SizedStream::new(len, limited)),
-                    None => request.send_stream(limited),
-                }
-            }
-            _ => request.send(),
-        };
-        let upload = has_body.then(|| progress.clone());
-        let result = await_response(send, timeout, upload, client_timeout).await;
-        if matches!(result, Err(Waited::ClientStalled)) {
-            // The client stopped sending its body: its fault, record nothing.
-            drop(permit);
-            return error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout", None);
-        }
-        let outcome = match result {
-            Err(_) => Err(FetchError::Timeout),
-            Ok(Err(e)) => Err(classify_send_error(e)),
-            Ok(Ok(response)) if response.status().is_server_error() => Ok((response, true)),
-            Ok(Ok(response)) => Ok((response, false)),
-        };
+        let result = client::forward::forward(
+            &instances[index].address,
+            &outgoing,
+            payload.take(),
+            limits,
+            repeatable,
+        )
+        .await;
         // The client's fault, not the backend's: record nothing.
-        match body_fault.get() {
-            BodyFault::None => {}
-            BodyFault::TooLarge => {
+        let outcome = match result {
+            Err(ForwardError::ClientStalled) => {
+                drop(permit);
+                return error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout", None);
+            }
+            Err(ForwardError::ClientTooLarge) => {
                 drop(permit);
                 return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None);
             }
-            BodyFault::Broken => {
+            Err(ForwardError::ClientBroken) => {
                 drop(permit);
                 return error_response(
                     StatusCode::BAD_REQUEST,
@@ -239,7 +261,12 @@ pub async fn forward(
                     Some("request body incomplete"),
                 );
             }
-        }
+            Err(ForwardError::Upstream(error)) => Err(error),
+            Ok(incoming) => {
+                let server_error = (500..600).contains(&incoming.status);
+                Ok((incoming, server_error))
+            }
+        };
         let fault = match &outcome {
             Err(e) => e.is_upstream_fault(),
             Ok((_, server_error)) => *server_error,
@@ -252,9 +279,7 @@ pub async fn forward(
         match &outcome {
             Err(error) => backend.stats.failed(*error, started.elapsed()),
             Ok((_, true)) => backend.stats.failed(FetchError::Status5xx, started.elapsed()),
-            Ok((response, false)) => {
-                backend.stats.answered(response.status().as_u16(), started.elapsed())
-            }
+            Ok((incoming, false)) => backend.stats.answered(incoming.status, started.elapsed()),
         }
         if retryable {
             if let Some(next) = backend.permit_retry(&mut retries_left) {
@@ -263,143 +288,75 @@ pub async fn forward(
                 continue;
             }
         }
-        let (response, _) = match outcome {
+        let (incoming, _) = match outcome {
             Ok(ok) => ok,
             Err(error) => return proxy_error(status_for(error), error, name),
         };
-        return relay(response, slot);
+        return relay(incoming, slot, head_request, name);
     }
 }
 
-/// Streams the service's answer back, hop-by-hop headers dropped.
-fn relay<S>(response: awc::ClientResponse<S>, slot: BulkheadSlot) -> HttpResponse
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, PayloadError>> + Unpin + 'static,
-{
-    let status = response.status();
-    let listed = connection_listed(response.headers());
-    let length = response
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.parse::<u64>().ok());
+/// Sends the service's answer on, hop-by-hop headers dropped; a streamed
+/// body holds the bulkhead slot until its last byte.
+fn relay(
+    incoming: Incoming,
+    slot: BulkheadSlot,
+    head_request: bool,
+    backend: &str,
+) -> HttpResponse {
+    let Ok(status) = StatusCode::from_u16(incoming.status) else {
+        return proxy_error(StatusCode::BAD_GATEWAY, FetchError::Connect, backend);
+    };
+    let mut listed = Vec::new();
+    for (name, value) in incoming.headers() {
+        if name == header::CONNECTION {
+            if let Ok(value) = value.to_str() {
+                listed.extend(
+                    value
+                        .split(',')
+                        .map(|t| t.trim().to_ascii_lowercase())
+                        .filter(|t| !t.is_empty()),
+                );
+            }
+        }
+    }
     let mut builder = HttpResponse::build(status);
-    for (name, value) in response.headers() {
-        if name == header::CONTENT_LENGTH || is_hop_by_hop(name, &listed) {
+    let mut length = None;
+    for (name, value) in incoming.headers() {
+        if name == header::CONTENT_LENGTH {
+            length = value.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
             continue;
         }
-        builder.append_header((name.clone(), value.clone()));
+        if is_hop_by_hop(name, &listed) {
+            continue;
+        }
+        builder.append_header((name.clone(), value));
     }
-    // The bulkhead slot is held until the body has been relayed.
-    let body = response.map(move |chunk| {
-        let _hold = &slot;
-        chunk
-    });
-    match length {
-        Some(len) => builder.body(SizedStream::new(len, body)),
-        None => builder.streaming(body),
-    }
-}
-
-/// Why the client's request body could not be relayed (the client's fault).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum BodyFault {
-    None,
-    /// It grew past `max_body`.
-    TooLarge,
-    /// The client broke it off (or sent bad framing).
-    Broken,
-}
-
-/// How far the client's request body has come: the backend's `timeout`
-/// bounds the wait for response headers *after* the body was relayed, so a
-/// slow client is never blamed on the backend.
-struct BodyProgress {
-    last_chunk: Cell<Instant>,
-    done_at: Cell<Option<Instant>>,
-}
-
-impl BodyProgress {
-    fn new() -> Self {
-        Self { last_chunk: Cell::new(Instant::now()), done_at: Cell::new(None) }
-    }
-}
-
-/// Why no response head arrived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waited {
-    /// The backend took longer than `timeout` after the request was sent.
-    Timeout,
-    /// The client sent no body bytes for `client_timeout`.
-    ClientStalled,
-}
-
-/// Waits for the response head: `timeout` counted from the end of the
-/// request body (from the start without one); while the client is still
-/// uploading, only its silence (`client_idle`) ends the wait.
-async fn await_response<F: std::future::Future>(
-    send: F,
-    timeout: Duration,
-    upload: Option<Rc<BodyProgress>>,
-    client_idle: Duration,
-) -> Result<F::Output, Waited> {
-    let started = Instant::now();
-    let mut send = std::pin::pin!(send);
-    loop {
-        let (limit, on_expiry) = match &upload {
-            None => (started + timeout, Waited::Timeout),
-            Some(p) => match p.done_at.get() {
-                Some(done) => (done + timeout, Waited::Timeout),
-                None => (p.last_chunk.get() + client_idle, Waited::ClientStalled),
-            },
-        };
-        tokio::select! {
-            out = &mut send => return Ok(out),
-            _ = tokio::time::sleep_until(limit) => {
-                // Progress may have moved the limit while we slept.
-                let moved = match &upload {
-                    None => false,
-                    Some(p) => match (on_expiry, p.done_at.get()) {
-                        (Waited::ClientStalled, Some(_)) => true,
-                        (Waited::ClientStalled, None) => p.last_chunk.get() + client_idle > limit,
-                        _ => false,
-                    },
-                };
-                if !moved {
-                    return Err(on_expiry);
-                }
+    match incoming.body {
+        IncomingBody::Empty => match length {
+            // The length of what a GET would have answered.
+            Some(len) if head_request => builder.body(SizedStream::new(
+                len,
+                futures_util::stream::empty::<Result<Bytes, std::io::Error>>(),
+            )),
+            Some(len) if status == StatusCode::NOT_MODIFIED => {
+                builder.insert_header((header::CONTENT_LENGTH, len));
+                builder.finish()
+            }
+            _ => builder.finish(),
+        },
+        IncomingBody::Full(body) => builder.body(body),
+        IncomingBody::Stream(stream, declared) => {
+            let body = stream.map(move |chunk| {
+                let _hold = &slot;
+                chunk
+            });
+            match declared {
+                Some(len) => builder.body(SizedStream::new(len, body)),
+                None => builder.streaming(body),
             }
         }
     }
-}
-
-fn limit_body(
-    payload: web::Payload,
-    max_body: u64,
-    fault: Rc<Cell<BodyFault>>,
-    progress: Rc<BodyProgress>,
-) -> impl futures_util::Stream<Item = Result<bytes::Bytes, PayloadError>> + 'static {
-    let mut seen: u64 = 0;
-    let at_end = progress.clone();
-    let end = futures_util::stream::poll_fn(move |_| {
-        at_end.done_at.set(Some(Instant::now()));
-        std::task::Poll::Ready(None)
-    });
-    payload
-        .map(move |chunk| {
-            progress.last_chunk.set(Instant::now());
-            let chunk = chunk.map_err(|_| {
-                fault.set(BodyFault::Broken);
-                PayloadError::Incomplete(None)
-            })?;
-            seen += chunk.len() as u64;
-            if seen > max_body {
-                fault.set(BodyFault::TooLarge);
-                return Err(PayloadError::Overflow);
-            }
-            Ok(chunk)
-        })
-        .chain(end)
 }
 
 #[cfg(test)]

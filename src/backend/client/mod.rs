@@ -3,53 +3,24 @@
 //! Section calls use mosaic's own HTTP/1.1 exchange ([`wire`]) over a
 //! thread-local keep-alive pool ([`pool`]): backend I/O stays on the worker
 //! that serves the page, connections are reused across that worker's
-//! requests, and no lock or thread hop sits on the path. Proxy routes stream
-//! any method and body both ways and use a per-worker `awc::Client`
-//! ([`worker_client`]), also a thread-local since it is `!Send`.
+//! requests, and no lock or thread hop sits on the path. Proxy routes use the
+//! same connections and stream any method and body both ways ([`forward`]).
+//!
+//! Why not a general-purpose client (awc, hyper): a section call is always
+//! the same small exchange, and building header maps and request objects for
+//! it was a third of a page's instructions (`BENCHMARKS.md`).
 
+pub mod forward;
 mod pool;
 pub mod wire;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
-use awc::error::SendRequestError;
 use bytes::Bytes;
 
 use super::error::FetchError;
 use wire::{Conn, WireError};
-
-/// Idle keep-alive connections are closed after this long.
-const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Connections are recycled after this long, so DNS and discovery changes
-/// and backend restarts are picked up even on busy pools.
-const CONN_LIFETIME: Duration = Duration::from_secs(120);
-/// Connect attempts never run longer than this (the per-attempt timeout is
-/// usually shorter and applies first).
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-
-thread_local! {
-    static CLIENT: awc::Client = build_client();
-}
-
-fn build_client() -> awc::Client {
-    let connector = awc::Connector::new()
-        .limit(0)
-        .timeout(CONNECT_TIMEOUT)
-        .conn_keep_alive(KEEP_ALIVE)
-        .conn_lifetime(CONN_LIFETIME);
-    awc::Client::builder()
-        .connector(connector)
-        .disable_timeout()
-        .disable_redirects()
-        .no_default_headers()
-        .finish()
-}
-
-/// This worker's client (a cheap `Rc` clone).
-pub fn worker_client() -> awc::Client {
-    CLIENT.with(|c| c.clone())
-}
 
 /// A service's answer that was not a fault: 2xx with a JSON body, or 4xx.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,19 +95,12 @@ async fn connect(address: &str) -> Result<Conn, FetchError> {
 /// Validates JSON without building values (see `json_check`).
 pub use super::json_check::is_json;
 
-/// Maps awc's send errors to page error kinds.
-pub fn classify_send_error(error: SendRequestError) -> FetchError {
-    match error {
-        SendRequestError::Timeout => FetchError::Timeout,
-        _ => FetchError::Connect,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::future::Future;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
+    use std::time::Duration;
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};

@@ -88,6 +88,7 @@ pub fn checkin(address: &str, conn: Conn, opened_at: Instant) {
 }
 
 /// Idle connections this thread holds for `address`.
+#[cfg(test)]
 pub fn idle_count(address: &str) -> usize {
     POOL.with(|pool| pool.borrow().idle.get(address).map_or(0, Vec::len))
 }

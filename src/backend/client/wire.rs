@@ -57,15 +57,26 @@ impl From<io::Error> for WireError {
 pub struct Head {
     /// Status code.
     pub status: u16,
-    framing: Framing,
+    /// How the body is delimited.
+    pub framing: Framing,
     /// The service asked to close the connection (or spoke HTTP/1.0 without
     /// keep-alive).
-    close: bool,
+    pub close: bool,
+}
+
+/// A response header, its value as a range of the head's bytes (so the
+/// proxy can pass values on without copying them).
+#[derive(Debug, Clone)]
+pub struct RawField {
+    /// Header name.
+    pub name: HeaderName,
+    /// Where the value is in the head.
+    pub value: std::ops::Range<usize>,
 }
 
 /// How the body is delimited (RFC 9112 section 6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
+pub enum Framing {
     /// No body (204, 304).
     Empty,
     /// `Content-Length`.
@@ -79,11 +90,11 @@ enum Framing {
 /// One open connection to one instance.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    pub(super) stream: TcpStream,
     /// Bytes read but not consumed yet; empty between exchanges.
-    read_buf: BytesMut,
+    pub(super) read_buf: BytesMut,
     /// The request head being written; its allocation is reused.
-    write_buf: Vec<u8>,
+    pub(super) write_buf: Vec<u8>,
     /// Whether an exchange has completed on this connection before.
     pub reused: bool,
 }
@@ -127,7 +138,8 @@ impl Conn {
         if self.stream.write_all(&self.write_buf).await.is_err() {
             return Err(WireError::ClosedBeforeAnswer);
         }
-        let head = self.read_head().await?;
+        let (head, len) = self.read_head(false, None).await?;
+        self.read_buf.advance(len);
         let success = (200..300).contains(&head.status);
         if !success {
             let reusable = !head.close && self.skip_buffered_body(head.framing);
@@ -141,24 +153,34 @@ impl Conn {
         Ok(Answer { status: head.status, body, reusable })
     }
 
-    /// Reads until a final (non-1xx) response head is complete.
-    async fn read_head(&mut self) -> Result<Head, WireError> {
+    /// Reads until a final (non-1xx) response head is complete; returns it
+    /// and its length (the head's bytes are still at the front of
+    /// `read_buf`). With `fields`, its headers are collected there.
+    pub(super) async fn read_head(
+        &mut self,
+        head_request: bool,
+        mut fields: Option<&mut Vec<RawField>>,
+    ) -> Result<(Head, usize), WireError> {
         let mut seen_any = false;
         loop {
             if !self.read_buf.is_empty() {
                 seen_any = true;
-                if let Some((head, len)) = parse_head(&self.read_buf)? {
-                    self.read_buf.advance(len);
+                if let Some(out) = fields.as_deref_mut() {
+                    out.clear();
+                }
+                let parsed = parse_head(&self.read_buf, head_request, fields.as_deref_mut())?;
+                if let Some((head, len)) = parsed {
                     // Interim answers (100 Continue, 103 Early Hints) come
                     // before the real one; 101 would switch protocols, which
                     // a GET without `Upgrade` never asks for.
                     if (100..200).contains(&head.status) && head.status != 101 {
+                        self.read_buf.advance(len);
                         continue;
                     }
                     if head.status == 101 {
                         return Err(WireError::Malformed);
                     }
-                    return Ok(head);
+                    return Ok((head, len));
                 }
                 if self.read_buf.len() > MAX_HEAD {
                     return Err(WireError::Malformed);
@@ -173,11 +195,36 @@ impl Conn {
         }
     }
 
-    async fn read_more(&mut self) -> io::Result<usize> {
+    pub(super) async fn read_more(&mut self) -> io::Result<usize> {
         if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
             self.read_buf.reserve(READ_CHUNK);
         }
         self.stream.read_buf(&mut self.read_buf).await
+    }
+
+    /// Whether the connection still looks usable: nothing to read and no
+    /// end of stream (a service closing an idle connection shows as EOF).
+    /// One non-blocking read, for requests that cannot be resent.
+    pub(super) fn looks_open(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Reads what is available into `read_buf` (for streamed bodies).
+    pub(super) fn poll_fill(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<usize>> {
+        loop {
+            std::task::ready!(self.stream.poll_read_ready(cx))?;
+            if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 2 {
+                self.read_buf.reserve(READ_CHUNK);
+            }
+            match self.stream.try_read_buf(&mut self.read_buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return std::task::Poll::Ready(result),
+            }
+        }
     }
 
     /// Skips a body that has fully arrived already; `false` when it has not
@@ -233,7 +280,7 @@ impl Conn {
     }
 
     /// The first `n` buffered bytes as the body.
-    fn take(&mut self, n: usize) -> Bytes {
+    pub(super) fn take(&mut self, n: usize) -> Bytes {
         if n < COPY_BELOW {
             let body = Bytes::copy_from_slice(&self.read_buf[..n]);
             self.read_buf.advance(n);
@@ -361,17 +408,28 @@ pub fn is_request_target(path: &str) -> bool {
 
 /// Parses a response head: `None` while incomplete, else the head and its
 /// length in bytes.
-fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
+fn parse_head(
+    buf: &[u8],
+    head_request: bool,
+    mut fields: Option<&mut Vec<RawField>>,
+) -> Result<Option<(Head, usize)>, WireError> {
     let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
     let mut response = httparse::Response::new(&mut slots);
     match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => Ok(Some((head_of(&response)?, len))),
+        Ok(httparse::Status::Complete(len)) => {
+            Ok(Some((head_of(&response, buf, head_request, fields)?, len)))
+        }
         Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
             let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
             let mut response = httparse::Response::new(&mut slots);
+            if let Some(out) = fields.as_deref_mut() {
+                out.clear();
+            }
             match response.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => Ok(Some((head_of(&response)?, len))),
+                Ok(httparse::Status::Complete(len)) => {
+                    Ok(Some((head_of(&response, buf, head_request, fields)?, len)))
+                }
                 Ok(httparse::Status::Partial) => Ok(None),
                 Err(_) => Err(WireError::Malformed),
             }
@@ -380,7 +438,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, WireError> {
     }
 }
 
-fn head_of(response: &httparse::Response<'_, '_>) -> Result<Head, WireError> {
+fn head_of(
+    response: &httparse::Response<'_, '_>,
+    buf: &[u8],
+    head_request: bool,
+    mut fields: Option<&mut Vec<RawField>>,
+) -> Result<Head, WireError> {
     let status = response.code.ok_or(WireError::Malformed)?;
     let http10 = response.version == Some(0);
     let mut length: Option<u64> = None;
@@ -389,6 +452,15 @@ fn head_of(response: &httparse::Response<'_, '_>) -> Result<Head, WireError> {
     let mut keep_alive = false;
     for header in response.headers.iter() {
         let name = header.name;
+        if let Some(out) = fields.as_deref_mut() {
+            // The value is a slice of `buf`: its offset is a difference of
+            // addresses within the one buffer.
+            let start = header.value.as_ptr() as usize - buf.as_ptr() as usize;
+            out.push(RawField {
+                name: HeaderName::from_bytes(name.as_bytes()).map_err(|_| WireError::Malformed)?,
+                value: start..start + header.value.len(),
+            });
+        }
         if name.eq_ignore_ascii_case("content-length") {
             let value = std::str::from_utf8(header.value)
                 .ok()
@@ -409,7 +481,7 @@ fn head_of(response: &httparse::Response<'_, '_>) -> Result<Head, WireError> {
             }
         }
     }
-    let no_body = status == 204 || status == 304 || (100..200).contains(&status);
+    let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
     let framing = if no_body {
         Framing::Empty
     } else if let Some(coding) = transfer_encoding {
@@ -438,7 +510,7 @@ mod tests {
     use super::*;
 
     fn head(raw: &str) -> Head {
-        parse_head(raw.as_bytes()).unwrap().unwrap().0
+        parse_head(raw.as_bytes(), false, None).unwrap().unwrap().0
     }
 
     #[test]
@@ -479,6 +551,9 @@ mod tests {
         assert_eq!(h.framing, Framing::UntilClose);
         let h = head("HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n");
         assert_eq!(h.framing, Framing::Empty);
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n";
+        let h = parse_head(raw, true, None).unwrap().unwrap().0;
+        assert_eq!(h.framing, Framing::Empty, "an answer to HEAD has no body");
         let h =
             head("HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
         assert!(h.close);
@@ -497,9 +572,20 @@ mod tests {
             "HTTP/9.9 200 OK\r\n\r\n",
             "garbage\r\n\r\n",
         ] {
-            assert_eq!(parse_head(raw.as_bytes()).unwrap_err(), WireError::Malformed, "{raw:?}");
+            let parsed = parse_head(raw.as_bytes(), false, None);
+            assert_eq!(parsed.unwrap_err(), WireError::Malformed, "{raw:?}");
         }
-        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap(), None);
+        assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false, None).unwrap(), None);
+    }
+
+    #[test]
+    fn fields_point_into_the_head() {
+        let raw = b"HTTP/1.1 200 OK\r\nX-One: a b\r\nset-cookie: c=1\r\n\r\n";
+        let mut fields = Vec::new();
+        parse_head(raw, false, Some(&mut fields)).unwrap().unwrap();
+        let seen: Vec<_> =
+            fields.iter().map(|f| (f.name.as_str(), &raw[f.value.clone()])).collect();
+        assert_eq!(seen, [("x-one", &b"a b"[..]), ("set-cookie", &b"c=1"[..])]);
     }
 
     #[test]
