@@ -5,6 +5,16 @@
 //! buffer and handed to the same non-blocking log thread as every other log
 //! line (so lines never interleave, and a full queue drops, never blocks).
 //!
+//! Lines are batched per worker thread: each worker appends its lines to
+//! its own buffer and hands the buffer to the log thread when it holds
+//! [`BATCH_BYTES`] or every [`FLUSH_EVERY`], whichever comes first (the
+//! `buffer=` and `flush=` of nginx's `access_log`). One line per request
+//! handed over on its own woke the log thread once per request; on a
+//! gateway pinned to one core that wake-up and the context switches cost
+//! about a tenth of a proxied request (`BENCHMARKS.md`). A line is thus
+//! written at most `FLUSH_EVERY` after its request; lines still batched when
+//! a worker stops are handed over as it stops.
+//!
 //! The line carries the fields operators filter on: `request_id`,
 //! `trace_id`, `method`, `path`, `route`, `status`, `elapsed_ms`, and for
 //! pages `complete` and `degraded`. Its target is `mosaic::access`, so
@@ -14,7 +24,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tracing_appender::non_blocking::NonBlocking;
 
@@ -55,24 +65,89 @@ pub struct AccessLine<'a> {
     pub page: Option<(bool, &'a str)>,
 }
 
+/// A worker's batch is handed to the log thread when it holds this much.
+pub const BATCH_BYTES: usize = 8 * 1024;
+/// A worker's batch is handed over at least this often.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+
+/// This thread's lines not yet handed to the log thread.
+struct Batch {
+    lines: String,
+    /// Whether this thread runs a flush timer (actix workers do); without
+    /// one, every line is handed over at once.
+    timed: bool,
+}
+
+impl Batch {
+    fn hand_over(&mut self) {
+        if self.lines.is_empty() {
+            return;
+        }
+        if let Some((writer, _)) = SINK.get() {
+            // Lossy by design: a full queue drops the batch rather than block.
+            let mut writer = writer.clone();
+            let _ = writer.write_all(self.lines.as_bytes());
+        }
+        self.lines.clear();
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        self.hand_over();
+    }
+}
+
 thread_local! {
-    static LINE: RefCell<String> = RefCell::new(String::with_capacity(512));
+    static BATCH: RefCell<Batch> =
+        RefCell::new(Batch { lines: String::with_capacity(BATCH_BYTES + 512), timed: false });
+}
+
+/// Hands this thread's batch over when dropped: the flush timer's task holds
+/// one, so a worker that stops hands its last lines over.
+struct HandOverOnDrop;
+
+impl Drop for HandOverOnDrop {
+    fn drop(&mut self) {
+        flush_this_thread();
+    }
+}
+
+/// Hands this thread's batched lines to the log thread now.
+pub fn flush_this_thread() {
+    let _ = BATCH.try_with(|batch| {
+        if let Ok(mut batch) = batch.try_borrow_mut() {
+            batch.hand_over();
+        }
+    });
 }
 
 /// Writes the line, if the access log is on.
 pub fn write(line: &AccessLine<'_>) {
-    let Some((writer, format)) = SINK.get() else { return };
-    LINE.with(|buffer| {
-        let Ok(mut out) = buffer.try_borrow_mut() else { return };
-        out.clear();
-        match format {
-            LogFormat::Json => json(&mut out, line),
-            LogFormat::Human => human(&mut out, line),
+    let Some((_, format)) = SINK.get() else { return };
+    BATCH.with(|batch| {
+        let Ok(mut batch) = batch.try_borrow_mut() else { return };
+        if !batch.timed && actix_rt::Arbiter::try_current().is_some() {
+            // An actix worker (or arbiter): flush on a timer from now on.
+            batch.timed = true;
+            actix_rt::spawn(async {
+                let _hand_over = HandOverOnDrop;
+                let mut tick = tokio::time::interval(FLUSH_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    flush_this_thread();
+                }
+            });
         }
-        out.push('\n');
-        // Lossy by design: a full queue drops the line rather than block.
-        let mut writer = writer.clone();
-        let _ = writer.write_all(out.as_bytes());
+        match format {
+            LogFormat::Json => json(&mut batch.lines, line),
+            LogFormat::Human => human(&mut batch.lines, line),
+        }
+        batch.lines.push('\n');
+        if !batch.timed || batch.lines.len() >= BATCH_BYTES {
+            batch.hand_over();
+        }
     });
 }
 
