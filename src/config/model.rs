@@ -22,6 +22,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 /// Default `server.client_timeout`: time a client has to send its request headers.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `server.keep_alive`: how long an idle client connection is kept
+/// open (nginx's `keepalive_timeout` default).
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(75);
 /// Default `server.shutdown_grace`: how long in-flight requests may run after SIGTERM.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Default per-attempt `timeout`.
@@ -70,6 +73,8 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// A client must send its full request headers within this time.
     pub client_timeout: Duration,
+    /// An idle client connection is closed after this long.
+    pub keep_alive: Duration,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
 }

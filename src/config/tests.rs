@@ -50,6 +50,7 @@ fn defaults_fill_every_absent_key() {
     assert!(config.server.workers >= 1, "workers = 0 resolves to the core count");
     assert_eq!(config.server.max_body, DEFAULT_MAX_BODY);
     assert_eq!(config.server.client_timeout, DEFAULT_CLIENT_TIMEOUT);
+    assert_eq!(config.server.keep_alive, DEFAULT_KEEP_ALIVE);
     assert_eq!(config.admin.token, None);
     assert!(config.consul.is_none());
     let reviews = &config.backends["reviews"];
@@ -304,8 +305,15 @@ fn server_and_admin_are_checked() {
          [admin]\nlisten = \"0.0.0.0:80\""
     );
     assert_eq!(paths(&text), ["admin.listen"]);
-    let text = format!("{BASE}\n[server]\nworkers = -1\nmax_body = 0\nclient_timeout = \"0s\"");
-    assert_eq!(paths(&text), ["server.workers", "server.max_body", "server.client_timeout"]);
+    let text = format!(
+        "{BASE}\n[server]\nworkers = -1\nmax_body = 0\nclient_timeout = \"0s\"\nkeep_alive = \"soon\""
+    );
+    assert_eq!(
+        paths(&text),
+        ["server.workers", "server.max_body", "server.client_timeout", "server.keep_alive"]
+    );
+    let keep = format!("{BASE}\n[server]\nkeep_alive = \"2m\"");
+    assert_eq!(parse(&keep).unwrap().server.keep_alive, Duration::from_secs(120));
     let ok = format!("{BASE}\n[server]\nworkers = 3\nmax_body = 65536\nshutdown_grace = \"0s\"");
     let server = parse(&ok).unwrap().server;
     assert_eq!(

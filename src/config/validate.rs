@@ -111,6 +111,8 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         }
         ok
     });
+    let keep_alive =
+        duration_or(sink, "server.keep_alive", raw.keep_alive.as_ref(), DEFAULT_KEEP_ALIVE);
     let shutdown_grace = duration_or(
         sink,
         "server.shutdown_grace",
@@ -122,6 +124,7 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         workers: workers?,
         max_body: max_body?,
         client_timeout: client_timeout?,
+        keep_alive: keep_alive?,
         shutdown_grace: shutdown_grace?,
     })
 }

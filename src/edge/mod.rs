@@ -117,6 +117,7 @@ pub async fn start_with(
     })
     .workers(server_config.workers.max(1))
     .client_request_timeout(server_config.client_timeout)
+    .keep_alive(server_config.keep_alive)
     .shutdown_timeout(server_config.shutdown_grace.as_secs().max(1))
     .disable_signals()
     .bind(server_config.listen)
