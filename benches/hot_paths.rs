@@ -7,6 +7,13 @@
 //! - `breaker`: a breaker permit + record, the per-attempt resilience cost.
 //! - `page`: assembling a 7-section, ~10 KB page by concatenation.
 //! - `template`: matching `/products/{id}` and rendering two service paths.
+//! - `bookkeeping`: issue 6's resilience bookkeeping per page. The real
+//!   coordinator and call procedure (breaker admit/record, bulkhead, per-
+//!   attempt and deadline timers, section labels, metrics with the Prometheus
+//!   recorder installed, template rendering) composing the 7-section bench
+//!   page over a transport whose answers are ready at once, against the same
+//!   seven answers awaited and concatenated with none of it. The difference
+//!   of the two is the bookkeeping's cost per page.
 //!
 //! Run: `cargo bench --bench hot_paths`. Results and dates: BENCHMARKS.md.
 
@@ -18,10 +25,14 @@ use actix::prelude::*;
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion};
 
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use mosaic::backend::actor::{BackendActor, GetStatus};
-use mosaic::backend::Backend;
+use mosaic::backend::client::Fetched;
+use mosaic::backend::{Backend, FetchError, Transport};
 use mosaic::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy, InstanceSource};
+use mosaic::coordinator::compose_via;
 use mosaic::page::{assemble, SectionLabel, SectionReply, Source};
+use mosaic::runtime::Runtime;
 use mosaic::template::{PathTemplate, RouteTemplate};
 
 fn backend_config() -> Arc<BackendConfig> {
@@ -140,5 +151,113 @@ fn template(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, state_access, breaker, page, template);
+/// A transport whose answer is ready at once: the bench section's body.
+#[derive(Clone)]
+struct ReadyAnswer(Bytes);
+
+impl Transport for ReadyAnswer {
+    fn get<'a>(
+        &'a self,
+        _address: &'a str,
+        _path: &'a str,
+        _headers: &'a [(HeaderName, HeaderValue)],
+        _max_body: usize,
+    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + 'a {
+        std::future::ready(Ok(Fetched { status: 200, body: self.0.clone() }))
+    }
+}
+
+/// The benchmark page of `../shared/bench/mosaic-bench.toml`: seven
+/// backends, breakers at their usual policy, no cache.
+const BENCH_PAGE: &str = r#"
+[defaults]
+timeout = "1s"
+max_in_flight = 4096
+retries = 1
+[backends.catalog]
+instances = ["127.0.0.1:7101"]
+[backends.pricing]
+instances = ["127.0.0.1:7102"]
+[backends.reviews]
+instances = ["127.0.0.1:7103"]
+[backends.cart]
+instances = ["127.0.0.1:7104"]
+[backends.orders]
+instances = ["127.0.0.1:7105"]
+[backends.inventory]
+instances = ["127.0.0.1:7106"]
+[backends.recommendations]
+instances = ["127.0.0.1:7107"]
+[[routes]]
+path = "/products/{id}"
+deadline = "1s"
+sections = [
+  { name = "product", backend = "catalog", path = "/products/{id}", required = true },
+  { name = "price", backend = "pricing", path = "/prices/{id}" },
+  { name = "reviews", backend = "reviews", path = "/reviews/{id}" },
+  { name = "cart", backend = "cart", path = "/cart", forward_headers = ["authorization"] },
+  { name = "orders", backend = "orders", path = "/orders?product={id}", forward_headers = ["authorization"] },
+  { name = "inventory", backend = "inventory", path = "/inventory/{id}" },
+  { name = "recommendations", backend = "recommendations", path = "/recommendations/{id}" },
+]
+"#;
+
+fn bookkeeping(c: &mut Criterion) {
+    let _ = mosaic::admin::metrics::install();
+    let config = Arc::new(mosaic::config::parse_str(BENCH_PAGE).unwrap_or_else(|e| panic!("{e}")));
+    let system = System::new();
+    let runtime = system.block_on(async { Runtime::build(config, &Arbiter::current(), None) });
+    let route = &runtime.routes[0];
+    let answer = ReadyAnswer(Bytes::from(format!("{{\"pad\":\"{}\"}}", "x".repeat(1400))));
+    let per_request = [
+        (HeaderName::from_static("x-request-id"), HeaderValue::from_static("0123456789abcdef")),
+        (
+            HeaderName::from_static("traceparent"),
+            HeaderValue::from_static("00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"),
+        ),
+    ];
+    let request_headers = HeaderMap::new();
+    let mut group = c.benchmark_group("bookkeeping");
+    group.bench_function("page_with_bookkeeping", |b| {
+        b.iter(|| {
+            system.block_on(async {
+                let raw = route.config.template.match_path("/products/42").unwrap_or_default();
+                let params = raw.decode().unwrap_or_default();
+                let arrived = tokio::time::Instant::now();
+                let (page, _) =
+                    compose_via(route, &params, &request_headers, &per_request, arrived, &answer)
+                        .await;
+                page.body.len()
+            })
+        })
+    });
+    group.bench_function("page_without_bookkeeping", |b| {
+        b.iter(|| {
+            system.block_on(async {
+                let raw = route.config.template.match_path("/products/42").unwrap_or_default();
+                let params = raw.decode().unwrap_or_default();
+                let headers: &[(HeaderName, HeaderValue)] = &per_request;
+                let calls = route.sections.iter().map(|section| {
+                    let path = section.template.render(&params);
+                    let answer = &answer;
+                    async move { answer.get("127.0.0.1:7101", &path, headers, 1 << 20).await }
+                });
+                let answers = futures_util::future::join_all(calls).await;
+                let mut body = Vec::with_capacity(16 * 1024);
+                body.push(b'{');
+                for (section, answer) in route.sections.iter().zip(answers) {
+                    body.extend_from_slice(section.name.as_bytes());
+                    if let Ok(fetched) = answer {
+                        body.extend_from_slice(&fetched.body);
+                    }
+                }
+                body.push(b'}');
+                body.len()
+            })
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, state_access, breaker, page, template, bookkeeping);
 criterion_main!(benches);

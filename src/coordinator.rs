@@ -10,7 +10,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use futures_util::future::join_all;
 use tokio::time::Instant;
 
-use crate::backend::{CallSpec, FetchError};
+use crate::backend::{CallSpec, FetchError, Network, Transport};
 use crate::page::{self, Page, SectionReply, Source};
 use crate::runtime::{RouteRuntime, SectionRuntime};
 use crate::template::Params;
@@ -28,14 +28,24 @@ pub async fn compose(
     per_request: &[(HeaderName, HeaderValue)],
     arrived: Instant,
 ) -> (Page, Vec<SectionReply>) {
+    compose_via(route, params, request_headers, per_request, arrived, &Network).await
+}
+
+/// [`compose`] over a given transport (see [`Transport`]).
+pub async fn compose_via<T: Transport>(
+    route: &RouteRuntime,
+    params: &Params<'_>,
+    request_headers: &HeaderMap,
+    per_request: &[(HeaderName, HeaderValue)],
+    arrived: Instant,
+    transport: &T,
+) -> (Page, Vec<SectionReply>) {
     let deadline = arrived + route.config.deadline;
-    let replies = join_all(
-        route
-            .sections
-            .iter()
-            .map(|section| ask(section, params, request_headers, per_request, deadline)),
-    )
-    .await;
+    let replies =
+        join_all(route.sections.iter().map(|section| {
+            ask(section, params, request_headers, per_request, deadline, transport)
+        }))
+        .await;
     for (section, reply) in route.sections.iter().zip(&replies) {
         if let Some(i) = Source::ALL.iter().position(|s| *s == reply.source) {
             section.source_counters[i].increment(1);
@@ -45,12 +55,13 @@ pub async fn compose(
     (page, replies)
 }
 
-async fn ask(
+async fn ask<T: Transport>(
     section: &SectionRuntime,
     params: &Params<'_>,
     request_headers: &HeaderMap,
     per_request: &[(HeaderName, HeaderValue)],
     deadline: Instant,
+    transport: &T,
 ) -> SectionReply {
     let started = Instant::now();
     let path = section.template.render(params);
@@ -65,7 +76,9 @@ async fn ask(
     let cache_key = section.backend.cache_key(&path, &headers);
     headers.extend_from_slice(per_request);
     let spec = CallSpec { path, headers, cache_key: cache_key.clone() };
-    match tokio::time::timeout_at(deadline, section.backend.fetch(spec, deadline)).await {
+    match tokio::time::timeout_at(deadline, section.backend.fetch_via(spec, deadline, transport))
+        .await
+    {
         Ok(reply) => reply,
         Err(_) => section.backend.fallback_for_key(
             FetchError::Deadline,

@@ -42,6 +42,36 @@ use cache::{Lookup, ResponseCache};
 use client::Fetched;
 use flight::{Flights, Role};
 
+/// How one attempt reaches an instance. Production uses [`Network`]; the
+/// seam exists so that a benchmark can measure the call procedure (breaker,
+/// bulkhead, timers, stats) around an answer that costs nothing.
+pub trait Transport: Clone + 'static {
+    /// GETs `path` from the instance at `address` once.
+    fn get<'a>(
+        &'a self,
+        address: &'a str,
+        path: &'a str,
+        headers: &'a [(HeaderName, HeaderValue)],
+        max_body: usize,
+    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + 'a;
+}
+
+/// The real thing: this worker's pooled HTTP/1.1 connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Network;
+
+impl Transport for Network {
+    fn get<'a>(
+        &'a self,
+        address: &'a str,
+        path: &'a str,
+        headers: &'a [(HeaderName, HeaderValue)],
+        max_body: usize,
+    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + 'a {
+        client::get_json(address, path, headers, max_body)
+    }
+}
+
 /// A retry is not started with less time than this before the deadline.
 const MIN_RETRY_BUDGET: Duration = Duration::from_millis(5);
 
@@ -163,6 +193,16 @@ impl Backend {
 
     /// A section's call, with every fallback, answered by `deadline`.
     pub async fn fetch(self: &Arc<Self>, spec: CallSpec, deadline: Instant) -> SectionReply {
+        self.fetch_via(spec, deadline, &Network).await
+    }
+
+    /// [`Backend::fetch`] over a given transport.
+    pub async fn fetch_via<T: Transport>(
+        self: &Arc<Self>,
+        spec: CallSpec,
+        deadline: Instant,
+        transport: &T,
+    ) -> SectionReply {
         let started = Instant::now();
         let mut stale = None;
         if let (Some(cache), Some(key)) = (&self.cache, &spec.cache_key) {
@@ -184,8 +224,10 @@ impl Backend {
             self.stats.cache_miss();
         }
         let result = match spec.cache_key.clone() {
-            Some(key) if self.cache.is_some() => self.shared_call(key, spec, deadline).await,
-            _ => self.call(&spec.path, &spec.headers, deadline).await,
+            Some(key) if self.cache.is_some() => {
+                self.shared_call(key, spec, deadline, transport).await
+            }
+            _ => self.call_via(&spec.path, &spec.headers, deadline, transport).await,
         };
         match result {
             // A 4xx is an answer: live, no body, no error.
@@ -248,22 +290,24 @@ impl Backend {
         self.fallback(error, stale, elapsed)
     }
 
-    async fn shared_call(
+    async fn shared_call<T: Transport>(
         self: &Arc<Self>,
         key: Arc<str>,
         spec: CallSpec,
         deadline: Instant,
+        transport: &T,
     ) -> Result<Fetched, FetchError> {
         let slot = match self.flights.join(&key) {
             Role::Follow(slot) => slot,
             Role::Alone => {
-                let result = self.call(&spec.path, &spec.headers, deadline).await;
+                let result = self.call_via(&spec.path, &spec.headers, deadline, transport).await;
                 self.store(&key, &result);
                 return result;
             }
             Role::Lead(lead) => {
                 let slot = lead.subscribe();
                 let backend = self.clone();
+                let transport = transport.clone();
                 // A shared call serves every waiter, not only the request
                 // that started it: it gets at least one full attempt even if
                 // the leader's deadline is nearer. Each waiter still stops
@@ -272,7 +316,8 @@ impl Backend {
                 // Its own task: the call completes and fills the cache even if
                 // this request goes away; the lead publishes to every waiter.
                 actix_rt::spawn(async move {
-                    let result = backend.call(&spec.path, &spec.headers, deadline).await;
+                    let result =
+                        backend.call_via(&spec.path, &spec.headers, deadline, &transport).await;
                     backend.store(&key, &result);
                     lead.publish(result);
                 });
@@ -298,6 +343,17 @@ impl Backend {
         headers: &[(HeaderName, HeaderValue)],
         deadline: Instant,
     ) -> Result<Fetched, FetchError> {
+        self.call_via(path, headers, deadline, &Network).await
+    }
+
+    /// [`Backend::call`] over a given transport.
+    pub async fn call_via<T: Transport>(
+        &self,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        deadline: Instant,
+        transport: &T,
+    ) -> Result<Fetched, FetchError> {
         let Admission { instances, mut permit, slot: _slot } = self.admit()?;
         let mut retries_left = self.retry_budget(&instances, true);
         let mut previous = None;
@@ -305,7 +361,8 @@ impl Backend {
             let Some(index) = self.balancer.pick(&instances, previous) else {
                 return Err(FetchError::NoInstances);
             };
-            let result = self.attempt(&instances[index].address, path, headers, deadline).await;
+            let address = &instances[index].address;
+            let result = self.attempt(transport, address, path, headers, deadline).await;
             let fault = matches!(&result, Err(e) if e.is_upstream_fault());
             self.breaker.record(permit, fault);
             let error = match result {
@@ -368,8 +425,9 @@ impl Backend {
     }
 
     /// One attempt, bounded by `timeout` and by the deadline.
-    async fn attempt(
+    async fn attempt<T: Transport>(
         &self,
+        transport: &T,
         address: &str,
         path: &str,
         headers: &[(HeaderName, HeaderValue)],
@@ -383,7 +441,7 @@ impl Backend {
             (timeout_at, FetchError::Timeout)
         };
         let result =
-            tokio::time::timeout_at(limit, client::get_json(address, path, headers, self.max_body))
+            tokio::time::timeout_at(limit, transport.get(address, path, headers, self.max_body))
                 .await
                 .unwrap_or(Err(on_expiry));
         self.stats.attempt(&result, started.elapsed());
