@@ -56,9 +56,24 @@ pub fn target_path(prefix: &str, rewrite: Option<&str>, path: &str, query: &str)
 /// `.` or `..` segments, raw or percent-encoded: refused, so a prefix can
 /// never be escaped on a backend that normalises paths.
 pub fn has_dot_segment(path: &str) -> bool {
+    // A dot segment is at most two dots, each `.` or `%2e`: six bytes.
     path.split('/').any(|segment| {
-        let decoded = percent_encoding::percent_decode_str(segment).collect::<Vec<u8>>();
-        decoded == b"." || decoded == b".."
+        if segment.is_empty() || segment.len() > 6 {
+            return false;
+        }
+        let mut dots = 0;
+        let mut rest = segment.as_bytes();
+        while !rest.is_empty() {
+            if rest[0] == b'.' {
+                rest = &rest[1..];
+            } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+                rest = &rest[3..];
+            } else {
+                return false;
+            }
+            dots += 1;
+        }
+        dots <= 2
     })
 }
 
@@ -136,11 +151,14 @@ fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderVa
     }
     // X-Forwarded-For is appended to; Forwarded, X-Forwarded-Host and
     // -Proto are replaced by what mosaic saw.
-    let peer = req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+    let mut peer = Vec::with_capacity(48);
+    if let Some(addr) = req.peer_addr() {
+        write_ip(&mut peer, addr.ip());
+    }
     let forwarded_for = match req.headers().get("x-forwarded-for").map(HeaderValue::as_bytes) {
-        Some(previous) if !peer.is_empty() => [previous, b", ", peer.as_bytes()].concat(),
+        Some(previous) if !peer.is_empty() => [previous, b", ", &peer].concat(),
         Some(previous) => previous.to_vec(),
-        None => peer.into_bytes(),
+        None => peer,
     };
     if !forwarded_for.is_empty() {
         push_line(&mut lines, &X_FORWARDED_FOR, &forwarded_for);
@@ -156,6 +174,28 @@ fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderVa
         push_line(&mut lines, name, value.as_bytes());
     }
     lines
+}
+
+/// An IP address as text; IPv4 without the formatting machinery (it is on
+/// every proxied request).
+fn write_ip(out: &mut Vec<u8>, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                if octet >= 100 {
+                    out.push(b'0' + octet / 100);
+                }
+                if octet >= 10 {
+                    out.push(b'0' + (octet / 10) % 10);
+                }
+                out.push(b'0' + octet % 10);
+            }
+        }
+        std::net::IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -308,16 +348,11 @@ fn relay(
         return proxy_error(StatusCode::BAD_GATEWAY, FetchError::Connect, backend);
     };
     let mut listed = Vec::new();
-    for (name, value) in incoming.headers() {
-        if name == header::CONNECTION {
-            if let Ok(value) = value.to_str() {
-                listed.extend(
-                    value
-                        .split(',')
-                        .map(|t| t.trim().to_ascii_lowercase())
-                        .filter(|t| !t.is_empty()),
-                );
-            }
+    for field in incoming.fields.iter().filter(|f| f.name == header::CONNECTION) {
+        if let Ok(value) = std::str::from_utf8(&incoming.head[field.value.clone()]) {
+            listed.extend(
+                value.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()),
+            );
         }
     }
     let mut builder = HttpResponse::build(status);
@@ -388,7 +423,23 @@ mod tests {
     fn dot_segments_detected() {
         assert!(has_dot_segment("/api/cart/../admin"));
         assert!(has_dot_segment("/api/cart/%2e%2E/admin"));
+        assert!(has_dot_segment("/api/cart/.%2e/admin"));
+        assert!(has_dot_segment("/api/cart/%2E./admin"));
         assert!(has_dot_segment("/api/./x"));
+        assert!(has_dot_segment("/api/cart/.."));
         assert!(!has_dot_segment("/api/cart/...x/a.b"));
+        assert!(!has_dot_segment("/api/cart/.../x"));
+        assert!(!has_dot_segment("/api/cart/%2e%2e%2e/x"));
+        assert!(!has_dot_segment("/api/cart/%2f/x"));
+        assert!(!has_dot_segment("/api/cart/.a/x"));
+    }
+
+    #[test]
+    fn ip_addresses_are_written_as_text() {
+        for ip in ["0.0.0.0", "127.0.0.1", "10.20.100.255", "::1", "2001:db8::7"] {
+            let mut out = Vec::new();
+            write_ip(&mut out, ip.parse().unwrap());
+            assert_eq!(String::from_utf8(out).unwrap(), ip);
+        }
     }
 }
