@@ -2,9 +2,11 @@
 """Resident memory of mosaic holding many idle keep-alive client connections.
 
 Starts `MOSAIC run --config CONFIG`, reads its resident size (VmRSS), opens
-N client connections that each make one keep-alive request (an unmatched path:
-a complete exchange that leaves the connection idle and open), reads VmRSS
-again, checks that every connection is still open, and prints one RESULT line.
+N client connections that each make one keep-alive request (by default an
+unmatched path: a complete exchange that leaves the connection idle and open;
+`--path /products/42` composes a page first, with the seven back ends of the
+config running), reads VmRSS again, checks that every connection is still
+open, and prints one RESULT line.
 
     ulimit -n 30000   # the script raises its own soft limit; mosaic inherits it
     python3 benches/idle_connections.py target/release/mosaic \
@@ -21,7 +23,10 @@ import subprocess
 import sys
 import time
 
-REQUEST = b"GET /idle-check HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+
+def request_for(path):
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
 
 
 def rss_kib(pid):
@@ -42,7 +47,7 @@ def wait_listening(port, deadline):
     sys.exit("mosaic did not start listening")
 
 
-def open_idle(port, count):
+def open_idle(port, count, request):
     """Opens `count` connections, one request each, answers read; returns them."""
     sel = selectors.DefaultSelector()
     conns = []
@@ -51,7 +56,7 @@ def open_idle(port, count):
         pending = {}
         for _ in range(min(batch, count - start)):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(REQUEST)
+            s.sendall(request)
             s.setblocking(False)
             pending[s] = b""
             sel.register(s, selectors.EVENT_READ)
@@ -99,6 +104,11 @@ def main():
     parser.add_argument("--config", required=True)
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--connections", type=int, default=10000)
+    parser.add_argument(
+        "--path",
+        default="/idle-check",
+        help="what each connection asks for before it goes idle (/products/42 composes a page)",
+    )
     parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold them idle")
     args = parser.parse_args()
 
@@ -117,7 +127,7 @@ def main():
         wait_listening(args.port, time.time() + 30)
         time.sleep(0.5)
         before = rss_kib(gateway.pid)
-        conns = open_idle(args.port, args.connections)
+        conns = open_idle(args.port, args.connections, request_for(args.path))
         time.sleep(args.hold)
         after = rss_kib(gateway.pid)
         alive = still_open(conns)

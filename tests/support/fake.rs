@@ -166,6 +166,9 @@ async fn serve_connection(
     requests: Arc<Mutex<Vec<Recorded>>>,
     script: Arc<Mutex<Script>>,
 ) {
+    // Like a real service: without it, Nagle holds a body written after its
+    // head until the gateway's delayed ACK (40 ms per exchange).
+    let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(4096);
     loop {
         let Some(request) = read_request(&mut stream, &mut buf).await else { return };
@@ -302,5 +305,7 @@ async fn write_full(stream: &mut TcpStream, status: u16, content_type: &str, bod
         "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\n\r\n",
         body.len()
     );
-    stream.write_all(head.as_bytes()).await.is_ok() && stream.write_all(body).await.is_ok()
+    let mut answer = head.into_bytes();
+    answer.extend_from_slice(body);
+    stream.write_all(&answer).await.is_ok()
 }

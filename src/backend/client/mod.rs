@@ -177,6 +177,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn idle_pooled_connections_hold_no_read_buffer() {
+        let (address, _) = server(|_, s| answer_all(s, OK_JSON)).await;
+        // The body the caller holds shares the read buffer's allocation;
+        // what matters is that the pooled connection no longer pins it.
+        let fetched = get(&address).await.unwrap();
+        assert_eq!(pool::idle_read_capacities(&address), vec![0]);
+        drop(fetched);
+        // And the next exchange on it still works.
+        assert_eq!(&get(&address).await.unwrap().body[..], b"{\"id\":\"42\"}");
+        assert_eq!(pool::idle_read_capacities(&address), vec![0]);
+    }
+
+    #[tokio::test]
     async fn request_carries_host_accept_and_section_headers() {
         let (seen_tx, mut seen_rx) = tokio::sync::mpsc::channel(1);
         let (address, _) = server(move |_, mut s| {

@@ -62,7 +62,8 @@ pub fn checkout(address: &str) -> Option<(Conn, Instant)> {
 }
 
 /// Returns a connection after a complete exchange.
-pub fn checkin(address: &str, conn: Conn, opened_at: Instant) {
+pub fn checkin(address: &str, mut conn: Conn, opened_at: Instant) {
+    conn.release_idle_buffers();
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let now = Instant::now();
@@ -91,4 +92,16 @@ pub fn checkin(address: &str, conn: Conn, opened_at: Instant) {
 #[cfg(test)]
 pub fn idle_count(address: &str) -> usize {
     POOL.with(|pool| pool.borrow().idle.get(address).map_or(0, Vec::len))
+}
+
+/// Read buffer capacity of each idle connection this thread holds for
+/// `address`.
+#[cfg(test)]
+pub fn idle_read_capacities(address: &str) -> Vec<usize> {
+    POOL.with(|pool| {
+        pool.borrow()
+            .idle
+            .get(address)
+            .map_or_else(Vec::new, |list| list.iter().map(|i| i.conn.read_buf.capacity()).collect())
+    })
 }

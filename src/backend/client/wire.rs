@@ -25,6 +25,9 @@ const HEADER_SLOTS: usize = 32;
 const MAX_HEADERS: usize = 256;
 /// Room made in the read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
+/// A write buffer up to this size (request heads) stays with an idle
+/// connection; a larger one (grown by a chunked request body) is released.
+const IDLE_WRITE_BUF: usize = 1024;
 /// A body up to this size is copied out of the read buffer, which is then
 /// reused for the next exchange; larger ones are split off without a copy.
 const COPY_BELOW: usize = 16 * 1024;
@@ -192,6 +195,21 @@ impl Conn {
                 Ok(0) | Err(_) => return Err(WireError::Broken),
                 Ok(_) => {}
             }
+        }
+    }
+
+    /// Gives back the read buffer of a connection going idle.
+    ///
+    /// A burst of pages leaves up to the pool's limit of connections per
+    /// service idle, and each would otherwise keep its 8 KiB read buffer (a
+    /// touched page at least). The next exchange takes a buffer from the
+    /// allocator's thread cache, which is far cheaper than its syscalls.
+    pub(super) fn release_idle_buffers(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() != 0 {
+            self.read_buf = BytesMut::new();
+        }
+        if self.write_buf.capacity() > IDLE_WRITE_BUF {
+            self.write_buf = Vec::new();
         }
     }
 
