@@ -134,6 +134,24 @@ fn page(c: &mut Criterion) {
                 .all(|r| r.body.as_ref().is_some_and(|b| mosaic::backend::client::is_json(b)))
         })
     });
+    // The same check on realistic bodies: the demo shop's product, price,
+    // reviews, inventory and recommendations (objects, short keys, numbers,
+    // prose), about 8 KB. The padded bodies above are one long string, the
+    // check's best case.
+    use mosaic::demo::data;
+    let shop: Vec<Vec<u8>> = [
+        data::product(42),
+        data::price(42),
+        data::reviews(42),
+        data::inventory(42),
+        data::recommendations(42),
+    ]
+    .iter()
+    .map(|v| serde_json::to_vec(v).unwrap_or_default())
+    .collect();
+    c.bench_function("json_check_demo_bodies", |b| {
+        b.iter(|| shop.iter().all(|body| mosaic::backend::client::is_json(body)))
+    });
 }
 
 fn template(c: &mut Criterion) {

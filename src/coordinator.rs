@@ -1,13 +1,21 @@
 //! The request coordinator: asks every section's backend at once and
 //! collects the replies until the route's deadline.
 //!
-//! Each section is its own future, bounded twice: its attempts never run past
-//! the deadline (see `Backend::attempt`), and the coordinator cuts any section
-//! still pending at the deadline and serves its fallback. So the page is ready
-//! by the deadline whatever a backend does (hangs, drips, resets).
+//! Each section is bounded twice: its attempts never run past the deadline
+//! (see `Backend::attempt`), and the coordinator cuts any section still
+//! pending at the deadline and serves its fallback. So the page is ready by
+//! the deadline whatever a backend does (hangs, drips, resets). The cut is
+//! one timer for the whole page ([`join_until`]), not one per section: every
+//! tokio timer is a lock on the time driver to register and another to
+//! clear, on every page.
+
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
-use futures_util::future::join_all;
+use futures_util::future::{maybe_done, MaybeDone};
 use tokio::time::Instant;
 
 use crate::backend::{CallSpec, FetchError, Network, Transport};
@@ -41,11 +49,36 @@ pub async fn compose_via<T: Transport>(
     transport: &T,
 ) -> (Page, Vec<SectionReply>) {
     let deadline = arrived + route.config.deadline;
-    let replies =
-        join_all(route.sections.iter().map(|section| {
-            ask(section, params, request_headers, per_request, deadline, transport)
-        }))
-        .await;
+    let specs: Vec<CallSpec> = route
+        .sections
+        .iter()
+        .map(|section| call_spec(section, params, request_headers, per_request))
+        .collect();
+    // Kept for the sections the deadline cuts: their fallback may be a
+    // stale cache entry under this key.
+    let keys: Vec<Option<Arc<str>>> = specs.iter().map(|spec| spec.cache_key.clone()).collect();
+    let asked = Instant::now();
+    let answers = join_until(
+        route
+            .sections
+            .iter()
+            .zip(specs)
+            .map(|(section, spec)| section.backend.fetch_via(spec, deadline, transport)),
+        deadline,
+    )
+    .await;
+    let replies: Vec<SectionReply> = answers
+        .into_iter()
+        .zip(route.sections.iter().zip(keys))
+        .map(|(answer, (section, key))| match answer {
+            Some(reply) => reply,
+            None => section.backend.fallback_for_key(
+                FetchError::Deadline,
+                key.as_deref(),
+                asked.elapsed(),
+            ),
+        })
+        .collect();
     for (section, reply) in route.sections.iter().zip(&replies) {
         if let Some(i) = Source::ALL.iter().position(|s| *s == reply.source) {
             section.source_counters[i].increment(1);
@@ -55,15 +88,14 @@ pub async fn compose_via<T: Transport>(
     (page, replies)
 }
 
-async fn ask<T: Transport>(
+/// What a section asks its backend: the rendered path, the forwarded and
+/// per-request headers, and the cache key.
+fn call_spec(
     section: &SectionRuntime,
     params: &Params<'_>,
     request_headers: &HeaderMap,
     per_request: &[(HeaderName, HeaderValue)],
-    deadline: Instant,
-    transport: &T,
-) -> SectionReply {
-    let started = Instant::now();
+) -> CallSpec {
     let path = section.template.render(params);
     let mut headers = Vec::with_capacity(per_request.len() + section.forward_headers.len());
     for name in &section.forward_headers {
@@ -75,15 +107,84 @@ async fn ask<T: Transport>(
     // context change with every request and must not split the cache.
     let cache_key = section.backend.cache_key(&path, &headers);
     headers.extend_from_slice(per_request);
-    let spec = CallSpec { path, headers, cache_key: cache_key.clone() };
-    match tokio::time::timeout_at(deadline, section.backend.fetch_via(spec, deadline, transport))
-        .await
-    {
-        Ok(reply) => reply,
-        Err(_) => section.backend.fallback_for_key(
-            FetchError::Deadline,
-            cache_key.as_deref(),
-            started.elapsed(),
-        ),
+    CallSpec { path, headers, cache_key }
+}
+
+/// Runs `futures` together until all are done or `deadline` passes; the
+/// outputs in order, `None` for each future the deadline cut (dropped).
+///
+/// Like `join_all`, every future is polled when any is woken, and a future
+/// that completes in the same poll as the deadline fires still counts. Each
+/// future is boxed on its own (the crate has no `unsafe` to pin them in one
+/// slice); that is cheaper than the per-section timers it replaces.
+pub async fn join_until<F: Future>(
+    futures: impl Iterator<Item = F>,
+    deadline: Instant,
+) -> Vec<Option<F::Output>> {
+    let mut running: Vec<MaybeDone<Pin<Box<F>>>> =
+        futures.map(|future| maybe_done(Box::pin(future))).collect();
+    let expiry = tokio::time::sleep_until(deadline);
+    tokio::pin!(expiry);
+    poll_fn(|cx| {
+        let mut all_done = true;
+        for future in running.iter_mut() {
+            all_done &= Pin::new(future).poll(cx).is_ready();
+        }
+        if all_done || expiry.as_mut().poll(cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    running.iter_mut().map(|future| Pin::new(future).take_output()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::join_until;
+    use tokio::time::{sleep, Instant};
+
+    #[tokio::test(start_paused = true)]
+    async fn all_done_before_the_deadline_returns_at_once_in_order() {
+        let started = Instant::now();
+        let delays = [30u64, 10, 20];
+        let outputs = join_until(
+            delays.iter().map(|&ms| async move {
+                sleep(Duration::from_millis(ms)).await;
+                ms
+            }),
+            started + Duration::from_secs(5),
+        )
+        .await;
+        assert_eq!(outputs, vec![Some(30), Some(10), Some(20)]);
+        // It waited for the slowest, not for the deadline.
+        assert_eq!(started.elapsed(), Duration::from_millis(30));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_cuts_only_what_is_still_pending() {
+        let started = Instant::now();
+        let delays = [10u64, 500, 40];
+        let outputs = join_until(
+            delays.iter().map(|&ms| async move {
+                sleep(Duration::from_millis(ms)).await;
+                ms
+            }),
+            started + Duration::from_millis(100),
+        )
+        .await;
+        assert_eq!(outputs, vec![Some(10), None, Some(40)]);
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_future_ready_when_the_deadline_fires_still_counts() {
+        let started = Instant::now();
+        let deadline = started + Duration::from_millis(50);
+        let outputs = join_until([sleep(Duration::from_millis(50))].into_iter(), deadline).await;
+        assert_eq!(outputs, vec![Some(())]);
     }
 }
