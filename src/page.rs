@@ -4,7 +4,6 @@
 //! Bodies were validated as JSON when they arrived, so the page is written
 //! by concatenation: nothing is parsed or re-serialised here.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -141,39 +140,65 @@ pub fn assemble(labels: &[SectionLabel], replies: &[SectionReply], elapsed: Dura
         }
         out.put_u8(b',');
     }
-    let mut meta = String::with_capacity(labels.len() * 64 + 48);
-    let _ = write!(
-        meta,
-        "\"_mosaic\":{{\"complete\":{complete},\"elapsed_ms\":{},\"sections\":{{",
-        elapsed.as_millis()
-    );
+    // `_mosaic` is written straight into the page, numbers without the
+    // formatting machinery: this runs for every page.
+    out.put_slice(b"\"_mosaic\":{\"complete\":");
+    out.put_slice(if complete { b"true" } else { b"false" });
+    out.put_slice(b",\"elapsed_ms\":");
+    put_uint(&mut out, millis(elapsed));
+    out.put_slice(b",\"sections\":{");
     for (i, (label, reply)) in labels.iter().zip(replies).enumerate() {
         if i > 0 {
-            meta.push(',');
+            out.put_u8(b',');
         }
-        meta.push_str(&label.key);
-        write_meta(&mut meta, reply);
+        out.put_slice(label.key.as_bytes());
+        put_meta(&mut out, reply);
     }
-    meta.push_str("}}}");
-    out.put_slice(meta.as_bytes());
+    out.put_slice(b"}}}");
     Page { status, complete, body: out.freeze() }
 }
 
-fn write_meta(out: &mut String, reply: &SectionReply) {
-    let _ = write!(out, "{{\"source\":\"{}\"", reply.source.as_str());
+fn put_meta(out: &mut BytesMut, reply: &SectionReply) {
+    out.put_slice(b"{\"source\":\"");
+    out.put_slice(reply.source.as_str().as_bytes());
+    out.put_u8(b'"');
     if let Some(status) = reply.status {
-        let _ = write!(out, ",\"status\":{status}");
+        out.put_slice(b",\"status\":");
+        put_uint(out, u64::from(status));
     }
     if reply.source != Source::Cache {
-        let _ = write!(out, ",\"ms\":{}", reply.elapsed.as_millis());
+        out.put_slice(b",\"ms\":");
+        put_uint(out, millis(reply.elapsed));
     }
     if let Some(age) = reply.age {
-        let _ = write!(out, ",\"age_ms\":{}", age.as_millis());
+        out.put_slice(b",\"age_ms\":");
+        put_uint(out, millis(age));
     }
     if let Some(error) = reply.error {
-        let _ = write!(out, ",\"error\":\"{}\"", error.as_str());
+        out.put_slice(b",\"error\":\"");
+        out.put_slice(error.as_str().as_bytes());
+        out.put_u8(b'"');
     }
-    out.push('}');
+    out.put_u8(b'}');
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A decimal integer.
+fn put_uint(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[start..]);
 }
 
 #[cfg(test)]
@@ -252,6 +277,17 @@ mod tests {
             502
         );
         assert_eq!(page_status(&both, &[live("{}"), none(FetchError::Timeout)]), 504);
+    }
+
+    #[test]
+    fn numbers_are_plain_decimals() {
+        for n in [0u64, 7, 10, 99, 100, 1234, 4_294_967_296, u64::MAX] {
+            let mut out = BytesMut::new();
+            put_uint(&mut out, n);
+            assert_eq!(&out[..], n.to_string().as_bytes());
+        }
+        assert_eq!(millis(Duration::from_micros(2_999)), 2);
+        assert_eq!(millis(Duration::MAX), u64::MAX);
     }
 
     #[test]

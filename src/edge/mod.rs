@@ -242,7 +242,7 @@ fn access_log(
         path: req.uri().path(),
         route,
         status,
-        elapsed_ms: arrived.elapsed().as_secs_f64() * 1000.0,
+        elapsed: arrived.elapsed(),
         page: page.as_ref().map(|p| (p.complete, p.degraded.as_str())),
     });
 }

@@ -59,8 +59,9 @@ pub struct AccessLine<'a> {
     pub route: &'a str,
     /// Response status.
     pub status: u16,
-    /// Time to the response (head, for proxies), in milliseconds.
-    pub elapsed_ms: f64,
+    /// Time to the response (head, for proxies); logged as `elapsed_ms`
+    /// with microsecond precision.
+    pub elapsed: Duration,
     /// For pages: completeness and the degraded sections.
     pub page: Option<(bool, &'a str)>,
 }
@@ -151,6 +152,10 @@ pub fn write(line: &AccessLine<'_>) {
     });
 }
 
+// The line writers below avoid `write!`: every request writes one line, and
+// the formatting machinery (float formatting above all) cost more than the
+// rest of the line.
+
 fn json(out: &mut String, l: &AccessLine<'_>) {
     out.push_str("{\"timestamp\":\"");
     timestamp(out);
@@ -162,12 +167,18 @@ fn json(out: &mut String, l: &AccessLine<'_>) {
         ("path", l.path),
         ("route", l.route),
     ] {
-        let _ = write!(out, ",\"{key}\":");
+        out.push_str(",\"");
+        out.push_str(key);
+        out.push_str("\":");
         json_string(out, value);
     }
-    let _ = write!(out, ",\"status\":{},\"elapsed_ms\":{:.3}", l.status, l.elapsed_ms);
+    out.push_str(",\"status\":");
+    push_uint(out, u64::from(l.status));
+    out.push_str(",\"elapsed_ms\":");
+    push_millis(out, l.elapsed);
     if let Some((complete, degraded)) = l.page {
-        let _ = write!(out, ",\"complete\":{complete},\"degraded\":");
+        out.push_str(if complete { ",\"complete\":true" } else { ",\"complete\":false" });
+        out.push_str(",\"degraded\":");
         json_string(out, degraded);
     }
     out.push('}');
@@ -175,13 +186,34 @@ fn json(out: &mut String, l: &AccessLine<'_>) {
 
 fn human(out: &mut String, l: &AccessLine<'_>) {
     timestamp(out);
-    let _ = write!(
-        out,
-        "  INFO mosaic::access: request_id={} trace_id={} method={} path={} route={} status={} elapsed_ms={:.3}",
-        l.request_id, l.trace_id, l.method, l.path, l.route, l.status, l.elapsed_ms
-    );
+    for (key, value) in [
+        ("  INFO mosaic::access: request_id=", l.request_id),
+        (" trace_id=", l.trace_id),
+        (" method=", l.method),
+        (" path=", l.path),
+        (" route=", l.route),
+    ] {
+        out.push_str(key);
+        out.push_str(value);
+    }
+    out.push_str(" status=");
+    push_uint(out, u64::from(l.status));
+    out.push_str(" elapsed_ms=");
+    push_millis(out, l.elapsed);
     if let Some((complete, degraded)) = l.page {
-        let _ = write!(out, " complete={complete} degraded={degraded:?}");
+        out.push_str(if complete {
+            " complete=true degraded="
+        } else {
+            " complete=false degraded="
+        });
+        // Quoted as `{:?}` would; section names and reasons are plain ASCII.
+        if degraded.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\') {
+            out.push('"');
+            out.push_str(degraded);
+            out.push('"');
+        } else {
+            let _ = write!(out, "{degraded:?}");
+        }
     }
 }
 
@@ -200,20 +232,70 @@ fn json_string(out: &mut String, value: &str) {
     out.push('"');
 }
 
+/// `n` in decimal.
+fn push_uint(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+}
+
+/// `n` in decimal, at least `width` digits (zero-padded).
+fn push_padded(out: &mut String, n: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = n;
+    while start > 0 && (rest > 0 || digits.len() - start < width) {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+}
+
+/// Milliseconds with three decimals, e.g. `1.500`.
+fn push_millis(out: &mut String, elapsed: Duration) {
+    let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+    push_uint(out, micros / 1000);
+    out.push('.');
+    push_padded(out, micros % 1000, 3);
+}
+
+thread_local! {
+    /// The date and time to the second, formatted once per second per thread.
+    static SECOND: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
+}
+
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-26T15:43:19.123456Z`.
 fn timestamp(out: &mut String) {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let rem = secs % 86_400;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        since.subsec_micros()
-    );
+    SECOND.with(|second| {
+        let mut second = second.borrow_mut();
+        if second.0 != secs {
+            let (year, month, day) = civil_from_days((secs / 86_400) as i64);
+            let rem = secs % 86_400;
+            second.1.clear();
+            let _ = write!(
+                second.1,
+                "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.",
+                rem / 3600,
+                (rem / 60) % 60,
+                rem % 60,
+            );
+            second.0 = secs;
+        }
+        out.push_str(&second.1);
+    });
+    push_padded(out, u64::from(since.subsec_micros()), 6);
+    out.push('Z');
 }
 
 /// Days since 1970-01-01 → (year, month, day), Howard Hinnant's algorithm.
@@ -253,7 +335,7 @@ mod tests {
                 path: "/p/1",
                 route: "/p/{id}",
                 status: 200,
-                elapsed_ms: 1.5,
+                elapsed: Duration::from_micros(1500),
                 page: Some((false, "price:stale:timeout")),
             },
         );
@@ -263,5 +345,63 @@ mod tests {
         assert_eq!(v["complete"], false);
         assert_eq!(v["degraded"], "price:stale:timeout");
         assert_eq!(v["target"], "mosaic::access");
+        assert_eq!(v["elapsed_ms"], 1.5);
+        let stamp = v["timestamp"].as_str().expect("timestamp");
+        // 2026-11-26T15:43:19.123456Z
+        assert_eq!(stamp.len(), 27, "{stamp}");
+        assert!(
+            stamp.ends_with('Z') && stamp.as_bytes()[10] == b'T' && stamp.as_bytes()[19] == b'.'
+        );
+    }
+
+    #[test]
+    fn human_line_has_every_field() {
+        let mut out = String::new();
+        let line = AccessLine {
+            request_id: "r-1",
+            trace_id: "t-1",
+            method: "GET",
+            path: "/p/1",
+            route: "/p/{id}",
+            status: 503,
+            elapsed: Duration::from_micros(12_034),
+            page: Some((false, "price:none:timeout")),
+        };
+        human(&mut out, &line);
+        let (stamp, rest) = out.split_once("  ").expect("timestamp, then the line");
+        assert_eq!(stamp.len(), 27, "{stamp}");
+        assert_eq!(
+            rest,
+            "INFO mosaic::access: request_id=r-1 trace_id=t-1 method=GET path=/p/1 route=/p/{id} \
+             status=503 elapsed_ms=12.034 complete=false degraded=\"price:none:timeout\""
+        );
+        out.clear();
+        human(&mut out, &AccessLine { page: Some((true, "odd \"name\"")), ..line });
+        assert!(out.ends_with(r#"complete=true degraded="odd \"name\"""#), "{out}");
+    }
+
+    #[test]
+    fn numbers_are_written_without_fmt_exactly_as_fmt_would() {
+        for n in [0u64, 5, 10, 999, 1000, 65_535, u64::MAX] {
+            let mut out = String::new();
+            push_uint(&mut out, n);
+            assert_eq!(out, n.to_string());
+            for width in [1, 3, 6] {
+                out.clear();
+                push_padded(&mut out, n % 1_000_000, width);
+                assert_eq!(out, format!("{:0width$}", n % 1_000_000));
+            }
+        }
+        for (micros, text) in [
+            (0, "0.000"),
+            (1, "0.001"),
+            (999, "0.999"),
+            (1000, "1.000"),
+            (123_456_789, "123456.789"),
+        ] {
+            let mut out = String::new();
+            push_millis(&mut out, Duration::from_micros(micros));
+            assert_eq!(out, text);
+        }
     }
 }
