@@ -212,7 +212,7 @@ async fn dispatch(
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = response.status().as_u16();
     counters.record(status);
-    access_log(&req, &request_id, &trace.trace_id, route_label, status, arrived, page_log);
+    access_log(&req, &request_id, trace.trace_id(), route_label, status, arrived, page_log);
     response
 }
 

@@ -39,10 +39,13 @@ pub fn matches(prefix: &str, path: &str) -> bool {
 pub fn target_path(prefix: &str, rewrite: Option<&str>, path: &str, query: &str) -> String {
     let base = prefix.trim_end_matches('/');
     let rest = path.strip_prefix(base).unwrap_or(path);
-    let mut out = match rewrite {
-        Some(rewrite) => format!("{}{}", rewrite.trim_end_matches('/'), rest),
-        None => path.to_string(),
+    let (head, tail) = match rewrite {
+        Some(rewrite) => (rewrite.trim_end_matches('/'), rest),
+        None => (path, ""),
     };
+    let mut out = String::with_capacity(head.len() + tail.len() + 1 + query.len() + 1);
+    out.push_str(head);
+    out.push_str(tail);
     if out.is_empty() {
         out.push('/');
     }

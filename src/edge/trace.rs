@@ -10,10 +10,16 @@ use super::request_id::hex;
 /// The trace this request belongs to.
 #[derive(Debug, Clone)]
 pub struct TraceContext {
-    /// 32 lowercase hex digits.
-    pub trace_id: String,
-    /// The `traceparent` to send to services.
+    /// The `traceparent` to send to services; it carries the trace id.
     pub outgoing: HeaderValue,
+}
+
+impl TraceContext {
+    /// The trace id: 32 lowercase hex digits (read from `outgoing`, so no
+    /// copy is made per request).
+    pub fn trace_id(&self) -> &str {
+        self.outgoing.to_str().ok().and_then(|v| v.get(3..35)).unwrap_or("-")
+    }
 }
 
 /// Reads the incoming `traceparent` (if valid) and makes the outgoing one.
@@ -37,7 +43,7 @@ pub fn trace_context(headers: &HeaderMap) -> TraceContext {
     value[53..].copy_from_slice(flags);
     // Hex and dashes are always a valid header value.
     let outgoing = HeaderValue::from_bytes(&value).unwrap_or(HeaderValue::from_static("00"));
-    TraceContext { trace_id: String::from_utf8_lossy(trace_id).into_owned(), outgoing }
+    TraceContext { outgoing }
 }
 
 /// `00-<trace-id>-<parent-id>-<flags>` → (trace id, flags), per the spec:
@@ -87,7 +93,7 @@ mod tests {
     fn keeps_a_valid_trace_and_makes_a_new_parent() {
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         let ctx = trace_context(&with(incoming));
-        assert_eq!(ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let out = ctx.outgoing.to_str().unwrap();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(out.ends_with("-01"));
@@ -107,8 +113,8 @@ mod tests {
             "garbage",
         ] {
             let ctx = trace_context(&with(bad));
-            assert_ne!(ctx.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
-            assert_eq!(ctx.trace_id.len(), 32);
+            assert_ne!(ctx.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert_eq!(ctx.trace_id().len(), 32);
             assert!(ctx.outgoing.to_str().unwrap().ends_with("-01"));
         }
         assert_eq!(trace_context(&HeaderMap::new()).outgoing.len(), 55);
