@@ -47,11 +47,10 @@ def wait_listening(port, deadline):
     sys.exit("mosaic did not start listening")
 
 
-def open_idle(port, count, request):
+def open_idle(port, count, request, batch):
     """Opens `count` connections, one request each, answers read; returns them."""
     sel = selectors.DefaultSelector()
     conns = []
-    batch = 500
     for start in range(0, count, batch):
         pending = {}
         for _ in range(min(batch, count - start)):
@@ -109,6 +108,9 @@ def main():
         default="/idle-check",
         help="what each connection asks for before it goes idle (/products/42 composes a page)",
     )
+    parser.add_argument(
+        "--batch", type=int, default=500, help="connections opened (and requests in flight) at once"
+    )
     parser.add_argument("--hold", type=float, default=5.0, help="seconds to hold them idle")
     args = parser.parse_args()
 
@@ -127,7 +129,7 @@ def main():
         wait_listening(args.port, time.time() + 30)
         time.sleep(0.5)
         before = rss_kib(gateway.pid)
-        conns = open_idle(args.port, args.connections, request_for(args.path))
+        conns = open_idle(args.port, args.connections, request_for(args.path), args.batch)
         time.sleep(args.hold)
         after = rss_kib(gateway.pid)
         alive = still_open(conns)

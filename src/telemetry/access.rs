@@ -66,8 +66,10 @@ pub struct AccessLine<'a> {
     pub page: Option<(bool, &'a str)>,
 }
 
-/// A worker's batch is handed to the log thread when it holds this much.
-pub const BATCH_BYTES: usize = 8 * 1024;
+/// A worker's batch is handed to the log thread when it holds this much:
+/// about 150 lines, so a worker serving 70,000 proxied requests a second
+/// wakes the log thread about 450 times a second, not 70,000.
+pub const BATCH_BYTES: usize = 32 * 1024;
 /// A worker's batch is handed over at least this often.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 

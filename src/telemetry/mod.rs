@@ -14,8 +14,8 @@ use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 /// Messages queued for the log thread before new ones are dropped: a
 /// message is one log line or one worker's batch of access lines (at most
 /// `access::BATCH_BYTES` and a line), so the queue holds at most about
-/// 4,096 × 8 KiB = 32 MiB.
-const LOG_BUFFER_LINES: usize = 4 * 1024;
+/// 1,024 × 32 KiB = 32 MiB.
+const LOG_BUFFER_LINES: usize = 1024;
 /// Bytes the log thread gathers before a write.
 const LOG_WRITE_BUFFER: usize = 64 * 1024;
 

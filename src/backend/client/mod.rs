@@ -177,16 +177,24 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn idle_pooled_connections_hold_no_read_buffer() {
-        let (address, _) = server(|_, s| answer_all(s, OK_JSON)).await;
-        // The body the caller holds shares the read buffer's allocation;
-        // what matters is that the pooled connection no longer pins it.
-        let fetched = get(&address).await.unwrap();
+    async fn the_sweep_frees_idle_buffers_and_closes_expired_connections() {
+        let (address, accepted) = server(|_, s| answer_all(s, OK_JSON)).await;
+        get(&address).await.unwrap();
+        // A connection just returned keeps its buffer for the next exchange.
+        assert!(pool::idle_read_capacities(&address)[0] > 0);
+        let now = std::time::Instant::now();
+        pool::sweep_at(now);
+        assert!(pool::idle_read_capacities(&address)[0] > 0, "not idle long enough yet");
+        // Idle past RELEASE_AFTER: the buffer goes (the body the caller
+        // held shares its allocation; the pool no longer pins it).
+        pool::sweep_at(now + pool::RELEASE_AFTER);
         assert_eq!(pool::idle_read_capacities(&address), vec![0]);
-        drop(fetched);
-        // And the next exchange on it still works.
+        // The connection still serves the next exchange.
         assert_eq!(&get(&address).await.unwrap().body[..], b"{\"id\":\"42\"}");
-        assert_eq!(pool::idle_read_capacities(&address), vec![0]);
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        // Idle past KEEP_ALIVE: the sweep closes it.
+        pool::sweep_at(std::time::Instant::now() + pool::KEEP_ALIVE);
+        assert_eq!(pool::idle_count(&address), 0);
     }
 
     #[tokio::test]

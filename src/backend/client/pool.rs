@@ -5,9 +5,14 @@
 //! thread-local: no lock, no atomic, no thread hop. It is bounded: at most
 //! [`MAX_IDLE_PER_ADDRESS`] idle connections per address, none kept longer
 //! than [`KEEP_ALIVE`] idle or [`CONN_LIFETIME`] open (so backend restarts
-//! and discovery changes are picked up), and expired ones are swept out
-//! every [`SWEEP_EVERY`] even for addresses that are no longer called.
-
+//! and discovery changes are picked up).
+//!
+//! Every [`SWEEP_EVERY`] a sweep closes expired connections, even for
+//! addresses no longer called, and takes the read buffer from connections
+//! idle for [`RELEASE_AFTER`]: a burst of pages can leave hundreds of
+//! connections per service idle, each holding 8 KiB. On actix workers the
+//! sweep runs on a timer, so it happens without traffic too; elsewhere (unit
+//! tests) it runs when a connection is returned.
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -20,8 +25,12 @@ pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
 pub const CONN_LIFETIME: Duration = Duration::from_secs(120);
 /// Idle connections kept per address; more are closed on return.
 pub const MAX_IDLE_PER_ADDRESS: usize = 256;
-/// How often expired idle connections are looked for.
-pub const SWEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often the pool is swept (expired connections, idle buffers).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
+/// A connection idle this long gives its read buffer back at the next
+/// sweep. Busy connections keep theirs: taking a fresh 8 KiB buffer for
+/// every exchange showed in the allocator's slow paths under load.
+pub const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 struct Idle {
     conn: Conn,
@@ -39,10 +48,37 @@ impl Idle {
 struct Pool {
     idle: HashMap<Box<str>, Vec<Idle>>,
     last_sweep: Instant,
+    /// Whether this thread runs the sweep on a timer.
+    timed: bool,
+}
+
+impl Pool {
+    fn sweep(&mut self, now: Instant) {
+        self.last_sweep = now;
+        self.idle.retain(|_, list| {
+            list.retain_mut(|idle| {
+                if now.duration_since(idle.idle_since) >= RELEASE_AFTER {
+                    idle.conn.release_idle_buffers();
+                }
+                !idle.expired(now)
+            });
+            !list.is_empty()
+        });
+    }
 }
 
 thread_local! {
-    static POOL: RefCell<Pool> = RefCell::new(Pool { idle: HashMap::new(), last_sweep: Instant::now() });
+    static POOL: RefCell<Pool> =
+        RefCell::new(Pool { idle: HashMap::new(), last_sweep: Instant::now(), timed: false });
+}
+
+/// Sweeps this thread's pool now (see the module doc).
+pub fn sweep() {
+    let _ = POOL.try_with(|pool| {
+        if let Ok(mut pool) = pool.try_borrow_mut() {
+            pool.sweep(Instant::now());
+        }
+    });
 }
 
 /// A connection from the pool: the most recently used one (the likeliest
@@ -63,16 +99,25 @@ pub fn checkout(address: &str) -> Option<(Conn, Instant)> {
 
 /// Returns a connection after a complete exchange.
 pub fn checkin(address: &str, mut conn: Conn, opened_at: Instant) {
-    conn.release_idle_buffers();
+    conn.shrink_write_buf();
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let now = Instant::now();
-        if now.duration_since(pool.last_sweep) >= SWEEP_EVERY {
-            pool.last_sweep = now;
-            pool.idle.retain(|_, list| {
-                list.retain(|idle| !idle.expired(now));
-                !list.is_empty()
+        if !pool.timed && actix_rt::Arbiter::try_current().is_some() {
+            // An actix worker: sweep on a timer from now on, for as long as
+            // the worker runs.
+            pool.timed = true;
+            actix_rt::spawn(async {
+                let mut tick = tokio::time::interval(SWEEP_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    sweep();
+                }
             });
+        }
+        if !pool.timed && now.duration_since(pool.last_sweep) >= SWEEP_EVERY {
+            pool.sweep(now);
         }
         let idle = Idle { conn, opened_at, idle_since: now };
         if idle.expired(now) {
@@ -86,6 +131,12 @@ pub fn checkin(address: &str, mut conn: Conn, opened_at: Instant) {
             }
         }
     })
+}
+
+/// Sweeps this thread's pool as if it were `now`.
+#[cfg(test)]
+pub fn sweep_at(now: Instant) {
+    POOL.with(|pool| pool.borrow_mut().sweep(now));
 }
 
 /// Idle connections this thread holds for `address`.

@@ -198,16 +198,18 @@ impl Conn {
         }
     }
 
-    /// Gives back the read buffer of a connection going idle.
-    ///
-    /// A burst of pages leaves up to the pool's limit of connections per
-    /// service idle, and each would otherwise keep its 8 KiB read buffer (a
-    /// touched page at least). The next exchange takes a buffer from the
-    /// allocator's thread cache, which is far cheaper than its syscalls.
+    /// Gives back the buffers of a connection that has been idle a while
+    /// (see `pool`): the next exchange takes fresh ones.
     pub(super) fn release_idle_buffers(&mut self) {
         if self.read_buf.is_empty() && self.read_buf.capacity() != 0 {
             self.read_buf = BytesMut::new();
         }
+        self.write_buf = Vec::new();
+    }
+
+    /// Drops a write buffer grown past a request head (by a chunked request
+    /// body) when the connection goes back to the pool.
+    pub(super) fn shrink_write_buf(&mut self) {
         if self.write_buf.capacity() > IDLE_WRITE_BUF {
             self.write_buf = Vec::new();
         }
