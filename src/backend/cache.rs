@@ -62,10 +62,16 @@ impl ResponseCache {
 
     /// Looks a key up and classifies it by age.
     pub fn lookup(&self, key: &str) -> Lookup {
+        self.lookup_at(key, Instant::now())
+    }
+
+    /// [`ResponseCache::lookup`] with the caller's reading of the clock
+    /// (a page reads it once per section, not once per step).
+    pub fn lookup_at(&self, key: &str, now: Instant) -> Lookup {
         let Some(entry) = self.entries.get(key) else {
             return Lookup::Miss;
         };
-        let age = entry.fetched_at.elapsed();
+        let age = now.saturating_duration_since(entry.fetched_at);
         if age < self.ttl {
             Lookup::Fresh(entry)
         } else if age < self.servable_for {

@@ -206,7 +206,7 @@ impl Backend {
         let started = Instant::now();
         let mut stale = None;
         if let (Some(cache), Some(key)) = (&self.cache, &spec.cache_key) {
-            match cache.lookup(key) {
+            match cache.lookup_at(key, started) {
                 Lookup::Fresh(entry) => {
                     self.stats.cache_hit();
                     return SectionReply {
@@ -214,7 +214,7 @@ impl Backend {
                         status: Some(entry.status),
                         body: Some(entry.body.clone()),
                         error: None,
-                        age: Some(entry.fetched_at.elapsed()),
+                        age: Some(started.saturating_duration_since(entry.fetched_at)),
                         elapsed: started.elapsed(),
                     };
                 }
