@@ -7,6 +7,8 @@
 //! - `breaker`: a breaker permit + record, the per-attempt resilience cost.
 //! - `page`: assembling a 7-section, ~10 KB page by concatenation.
 //! - `template`: matching `/products/{id}` and rendering two service paths.
+//! - `cache_lookup`: a fresh hit in a 10,000-entry section cache, key
+//!   building included.
 //! - `bookkeeping`: issue 6's resilience bookkeeping per page. The real
 //!   coordinator and call procedure (breaker admit/record, bulkhead, per-
 //!   attempt and deadline timers, section labels, metrics with the Prometheus
@@ -277,5 +279,34 @@ fn bookkeeping(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, state_access, breaker, page, template, bookkeeping);
+/// A fresh cache hit, as a cached section makes it: the key built from the
+/// rendered path and forwarded headers, then the lookup, in a cache of
+/// 10,000 entries.
+fn cache_lookup(c: &mut Criterion) {
+    use mosaic::backend::cache::{Lookup, ResponseCache};
+    use mosaic::config::CacheConfig;
+    let cache = ResponseCache::new(&CacheConfig {
+        ttl: Duration::from_secs(3600),
+        stale_if_error: Duration::from_secs(3600),
+        max_entries: 10_000,
+    });
+    let body = Bytes::from_static(br#"{"product_id":"42","amount":14999,"currency":"EUR"}"#);
+    let key = |id: u32| -> Arc<str> { format!("/prices/{id}").into() };
+    for id in 0..10_000 {
+        cache.insert(key(id), 200, body.clone());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build();
+    let Ok(rt) = rt else { return };
+    let _guard = rt.enter();
+    c.bench_function("cache_lookup_hit", |b| {
+        let mut id = 0u32;
+        b.iter(|| {
+            id = (id + 7919) % 10_000;
+            let key = key(id);
+            matches!(cache.lookup(&key), Lookup::Fresh(_))
+        })
+    });
+}
+
+criterion_group!(benches, state_access, breaker, page, template, bookkeeping, cache_lookup);
 criterion_main!(benches);
