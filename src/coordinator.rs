@@ -18,7 +18,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use futures_util::future::{maybe_done, MaybeDone};
 use tokio::time::Instant;
 
-use crate::backend::{CallSpec, FetchError, Network, Transport};
+use crate::backend::{CacheStep, CallSpec, FetchError, Network, Transport};
 use crate::page::{self, Page, SectionReply, Source};
 use crate::runtime::{RouteRuntime, SectionRuntime};
 use crate::template::Params;
@@ -58,19 +58,34 @@ pub async fn compose_via<T: Transport>(
     // stale cache entry under this key.
     let keys: Vec<Option<Arc<str>>> = specs.iter().map(|spec| spec.cache_key.clone()).collect();
     let asked = Instant::now();
+    // Sections served from fresh cache are answered here and now; only the
+    // others become futures.
+    let mut replies: Vec<Option<SectionReply>> = Vec::with_capacity(specs.len());
+    let mut calls = Vec::new();
+    for (section, spec) in route.sections.iter().zip(specs) {
+        match section.backend.consult_cache(&spec, asked) {
+            CacheStep::Served(reply) => replies.push(Some(reply)),
+            CacheStep::Call { stale } => {
+                calls.push((replies.len(), section, spec, stale));
+                replies.push(None);
+            }
+        }
+    }
+    let slots: Vec<usize> = calls.iter().map(|(slot, ..)| *slot).collect();
     let answers = join_until(
-        route
-            .sections
-            .iter()
-            .zip(specs)
-            .map(|(section, spec)| section.backend.fetch_via(spec, deadline, transport)),
+        calls.into_iter().map(|(_, section, spec, stale)| {
+            section.backend.fetch_uncached(spec, stale, asked, deadline, transport)
+        }),
         deadline,
     )
     .await;
-    let replies: Vec<SectionReply> = answers
+    for (slot, answer) in slots.into_iter().zip(answers) {
+        replies[slot] = answer;
+    }
+    let replies: Vec<SectionReply> = replies
         .into_iter()
         .zip(route.sections.iter().zip(keys))
-        .map(|(answer, (section, key))| match answer {
+        .map(|(reply, (section, key))| match reply {
             Some(reply) => reply,
             None => section.backend.fallback_for_key(
                 FetchError::Deadline,

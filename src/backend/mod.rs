@@ -86,6 +86,18 @@ pub struct CallSpec {
     pub cache_key: Option<Arc<str>>,
 }
 
+/// What the cache says about a section's call.
+#[derive(Debug)]
+pub enum CacheStep {
+    /// Answered from a fresh entry.
+    Served(SectionReply),
+    /// The call must be made; `stale` is served if it fails.
+    Call {
+        /// An entry past `ttl` but within `stale_if_error`.
+        stale: Option<Arc<cache::CachedResponse>>,
+    },
+}
+
 /// Permission for a call (step 2 of SPEC.md's failure handling passed):
 /// the instances to use, a breaker permit for the first attempt and a
 /// bulkhead slot held for the whole call.
@@ -204,25 +216,52 @@ impl Backend {
         transport: &T,
     ) -> SectionReply {
         let started = Instant::now();
-        let mut stale = None;
-        if let (Some(cache), Some(key)) = (&self.cache, &spec.cache_key) {
-            match cache.lookup_at(key, started) {
-                Lookup::Fresh(entry) => {
-                    self.stats.cache_hit();
-                    return SectionReply {
-                        source: Source::Cache,
-                        status: Some(entry.status),
-                        body: Some(entry.body.clone()),
-                        error: None,
-                        age: Some(started.saturating_duration_since(entry.fetched_at)),
-                        elapsed: started.elapsed(),
-                    };
-                }
-                Lookup::Stale(entry) => stale = Some(entry),
-                Lookup::Miss => {}
+        match self.consult_cache(&spec, started) {
+            CacheStep::Served(reply) => reply,
+            CacheStep::Call { stale } => {
+                self.fetch_uncached(spec, stale, started, deadline, transport).await
             }
-            self.stats.cache_miss();
         }
+    }
+
+    /// Step 1 of a section's call, synchronous: a fresh cache entry answers
+    /// it at once; otherwise the call goes ahead, with the stale entry (if
+    /// any) kept as its fallback. The coordinator runs this before it starts
+    /// any future, so a section served from cache costs no task machinery.
+    pub fn consult_cache(&self, spec: &CallSpec, started: Instant) -> CacheStep {
+        let (Some(cache), Some(key)) = (&self.cache, &spec.cache_key) else {
+            return CacheStep::Call { stale: None };
+        };
+        let stale = match cache.lookup_at(key, started) {
+            Lookup::Fresh(entry) => {
+                self.stats.cache_hit();
+                return CacheStep::Served(SectionReply {
+                    source: Source::Cache,
+                    status: Some(entry.status),
+                    body: Some(entry.body.clone()),
+                    error: None,
+                    age: Some(started.saturating_duration_since(entry.fetched_at)),
+                    elapsed: started.elapsed(),
+                });
+            }
+            Lookup::Stale(entry) => Some(entry),
+            Lookup::Miss => None,
+        };
+        self.stats.cache_miss();
+        CacheStep::Call { stale }
+    }
+
+    /// The rest of a section's call after [`Backend::consult_cache`] said to
+    /// make it: live (shared with concurrent identical calls when cached),
+    /// else stale, default or `null`.
+    pub async fn fetch_uncached<T: Transport>(
+        self: &Arc<Self>,
+        spec: CallSpec,
+        stale: Option<Arc<cache::CachedResponse>>,
+        started: Instant,
+        deadline: Instant,
+        transport: &T,
+    ) -> SectionReply {
         let result = match spec.cache_key.clone() {
             Some(key) if self.cache.is_some() => {
                 self.shared_call(key, spec, deadline, transport).await
