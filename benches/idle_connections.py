@@ -6,7 +6,8 @@ N client connections that each make one keep-alive request (by default an
 unmatched path: a complete exchange that leaves the connection idle and open;
 `--path /products/42` composes a page first, with the seven back ends of the
 config running), reads VmRSS again, checks that every connection is still
-open, and prints one RESULT line.
+open, and prints one RESULT line. Connections are opened `--batch` at a time
+(500 by default), each batch's requests in flight together.
 
     ulimit -n 30000   # the script raises its own soft limit; mosaic inherits it
     python3 benches/idle_connections.py target/release/mosaic \
