@@ -33,6 +33,7 @@ pub mod backend;
 pub mod chaos;
 pub mod config;
 pub mod coordinator;
+pub mod decimal;
 pub mod demo;
 pub mod discovery;
 pub mod edge;

@@ -187,18 +187,8 @@ fn millis(duration: Duration) -> u64 {
 }
 
 /// A decimal integer.
-fn put_uint(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[start..]);
+fn put_uint(out: &mut BytesMut, n: u64) {
+    out.put_slice(crate::decimal::decimal(n, 1, &mut Default::default()).as_bytes());
 }
 
 #[cfg(test)]

@@ -235,31 +235,13 @@ fn json_string(out: &mut String, value: &str) {
 }
 
 /// `n` in decimal.
-fn push_uint(out: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+fn push_uint(out: &mut String, n: u64) {
+    push_padded(out, n, 1);
 }
 
 /// `n` in decimal, at least `width` digits (zero-padded).
 fn push_padded(out: &mut String, n: u64, width: usize) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut rest = n;
-    while start > 0 && (rest > 0 || digits.len() - start < width) {
-        start -= 1;
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-    }
-    out.extend(digits[start..].iter().map(|&d| char::from(d)));
+    out.push_str(crate::decimal::decimal(n, width, &mut Default::default()));
 }
 
 /// Milliseconds with three decimals, e.g. `1.500`.
