@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
-use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
@@ -80,7 +80,12 @@ pub fn has_dot_segment(path: &str) -> bool {
     })
 }
 
-fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
+/// Whether `name` is hop-by-hop: one of RFC 9110's, or listed in a
+/// `Connection` header (`connection`: the values of those headers).
+fn is_hop_by_hop<'a>(
+    name: &HeaderName,
+    connection: impl Iterator<Item = &'a [u8]> + Clone,
+) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -92,17 +97,13 @@ fn is_hop_by_hop(name: &HeaderName, connection_listed: &[String]) -> bool {
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
-    ) || connection_listed.iter().any(|c| c == name.as_str())
-}
-
-fn connection_listed(headers: &HeaderMap) -> Vec<String> {
-    headers
-        .get_all(header::CONNECTION)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty())
-        .collect()
+    ) || connection.into_iter().any(|value| {
+        // Header names are lowercase; tokens may be in any case. No
+        // allocation: this runs for every header of every proxied message.
+        value
+            .split(|&b| b == b',')
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
+    })
 }
 
 fn proxy_error(status: StatusCode, error: FetchError, backend: &str) -> HttpResponse {
@@ -136,7 +137,7 @@ fn push_line(lines: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
 /// which replace any the client sent.
 fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderValue)]) -> Vec<u8> {
     let mut lines = Vec::with_capacity(512);
-    let listed = connection_listed(req.headers());
+    let listed = req.headers().get_all(header::CONNECTION).map(HeaderValue::as_bytes);
     for (name, value) in req.headers() {
         if name == header::HOST
             || name == header::CONTENT_LENGTH
@@ -145,7 +146,7 @@ fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderVa
                 name.as_str(),
                 "forwarded" | "x-forwarded-host" | "x-forwarded-proto" | "x-forwarded-for"
             )
-            || is_hop_by_hop(name, &listed)
+            || is_hop_by_hop(name, listed.clone())
             || per_request.iter().any(|(n, _)| n == name)
         {
             continue;
@@ -154,17 +155,25 @@ fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderVa
     }
     // X-Forwarded-For is appended to; Forwarded, X-Forwarded-Host and
     // -Proto are replaced by what mosaic saw.
-    let mut peer = Vec::with_capacity(48);
-    if let Some(addr) = req.peer_addr() {
-        write_ip(&mut peer, addr.ip());
-    }
-    let forwarded_for = match req.headers().get("x-forwarded-for").map(HeaderValue::as_bytes) {
-        Some(previous) if !peer.is_empty() => [previous, b", ", &peer].concat(),
-        Some(previous) => previous.to_vec(),
-        None => peer,
-    };
-    if !forwarded_for.is_empty() {
-        push_line(&mut lines, &X_FORWARDED_FOR, &forwarded_for);
+    let previous = req
+        .headers()
+        .get("x-forwarded-for")
+        .map(HeaderValue::as_bytes)
+        .filter(|previous| !previous.is_empty());
+    let peer = req.peer_addr().map(|addr| addr.ip());
+    if previous.is_some() || peer.is_some() {
+        lines.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
+        lines.extend_from_slice(b": ");
+        if let Some(previous) = previous {
+            lines.extend_from_slice(previous);
+            if peer.is_some() {
+                lines.extend_from_slice(b", ");
+            }
+        }
+        if let Some(ip) = peer {
+            write_ip(&mut lines, ip);
+        }
+        lines.extend_from_slice(b"\r\n");
     }
     // The scheme of the connection we accepted, never the client's own
     // `X-Forwarded-Proto` or `Forwarded` claim (which `connection_info` trusts).
@@ -350,14 +359,11 @@ fn relay(
     let Ok(status) = StatusCode::from_u16(incoming.status) else {
         return proxy_error(StatusCode::BAD_GATEWAY, FetchError::Connect, backend);
     };
-    let mut listed = Vec::new();
-    for field in incoming.fields.iter().filter(|f| f.name == header::CONNECTION) {
-        if let Ok(value) = std::str::from_utf8(&incoming.head[field.value.clone()]) {
-            listed.extend(
-                value.split(',').map(|t| t.trim().to_ascii_lowercase()).filter(|t| !t.is_empty()),
-            );
-        }
-    }
+    let listed = incoming
+        .fields
+        .iter()
+        .filter(|f| f.name == header::CONNECTION)
+        .map(|f| &incoming.head[f.value.clone()]);
     let mut builder = HttpResponse::build(status);
     let mut length = None;
     for (name, value) in incoming.headers() {
@@ -365,7 +371,7 @@ fn relay(
             length = value.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
             continue;
         }
-        if is_hop_by_hop(name, &listed) {
+        if is_hop_by_hop(name, listed.clone()) {
             continue;
         }
         builder.append_header((name.clone(), value));
@@ -400,6 +406,21 @@ fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hop_by_hop_names_and_connection_tokens() {
+        let name = |n: &'static str| HeaderName::from_static(n);
+        let none: [&[u8]; 0] = [];
+        assert!(is_hop_by_hop(&name("keep-alive"), none.into_iter()));
+        assert!(is_hop_by_hop(&name("transfer-encoding"), none.into_iter()));
+        assert!(!is_hop_by_hop(&name("x-secret"), none.into_iter()));
+        // Tokens in any case, with spaces, across several Connection headers.
+        let values: [&[u8]; 2] = [b"keep-alive , X-Secret", b"  X-Other"];
+        assert!(is_hop_by_hop(&name("x-secret"), values.into_iter()));
+        assert!(is_hop_by_hop(&name("x-other"), values.into_iter()));
+        assert!(!is_hop_by_hop(&name("x-secretive"), values.into_iter()));
+        assert!(!is_hop_by_hop(&name("x-foo"), values.into_iter()));
+    }
 
     #[test]
     fn prefix_matches_at_segment_boundary() {
