@@ -11,7 +11,6 @@
 
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -49,51 +48,33 @@ pub async fn compose_via<T: Transport>(
     transport: &T,
 ) -> (Page, Vec<SectionReply>) {
     let deadline = arrived + route.config.deadline;
-    let specs: Vec<CallSpec> = route
-        .sections
-        .iter()
-        .map(|section| call_spec(section, params, request_headers, per_request))
-        .collect();
-    // Kept for the sections the deadline cuts: their fallback may be a
-    // stale cache entry under this key.
-    let keys: Vec<Option<Arc<str>>> = specs.iter().map(|spec| spec.cache_key.clone()).collect();
     let asked = Instant::now();
     // Sections served from fresh cache are answered here and now; only the
-    // others become futures.
-    let mut replies: Vec<Option<SectionReply>> = Vec::with_capacity(specs.len());
+    // others become futures. `waiting` remembers, for each future, its slot
+    // and the cache key its fallback is looked up under if the deadline
+    // cuts it.
+    let mut replies: Vec<Option<SectionReply>> = Vec::with_capacity(route.sections.len());
+    let mut waiting = Vec::new();
     let mut calls = Vec::new();
-    for (section, spec) in route.sections.iter().zip(specs) {
+    for section in &route.sections {
+        let spec = call_spec(section, params, request_headers, per_request);
         match section.backend.consult_cache(&spec, asked) {
             CacheStep::Served(reply) => replies.push(Some(reply)),
             CacheStep::Call { stale } => {
-                calls.push((replies.len(), section, spec, stale));
+                waiting.push((replies.len(), section, spec.cache_key.clone()));
+                calls.push(section.backend.fetch_uncached(spec, stale, asked, deadline, transport));
                 replies.push(None);
             }
         }
     }
-    let slots: Vec<usize> = calls.iter().map(|(slot, ..)| *slot).collect();
-    let answers = join_until(
-        calls.into_iter().map(|(_, section, spec, stale)| {
-            section.backend.fetch_uncached(spec, stale, asked, deadline, transport)
-        }),
-        deadline,
-    )
-    .await;
-    for (slot, answer) in slots.into_iter().zip(answers) {
-        replies[slot] = answer;
+    let answers = join_until(calls.into_iter(), deadline).await;
+    for ((slot, section, key), answer) in waiting.into_iter().zip(answers) {
+        replies[slot] = Some(answer.unwrap_or_else(|| {
+            section.backend.fallback_for_key(FetchError::Deadline, key.as_deref(), asked.elapsed())
+        }));
     }
-    let replies: Vec<SectionReply> = replies
-        .into_iter()
-        .zip(route.sections.iter().zip(keys))
-        .map(|(reply, (section, key))| match reply {
-            Some(reply) => reply,
-            None => section.backend.fallback_for_key(
-                FetchError::Deadline,
-                key.as_deref(),
-                asked.elapsed(),
-            ),
-        })
-        .collect();
+    // Every slot is filled: served from cache, answered, or cut.
+    let replies: Vec<SectionReply> = replies.into_iter().flatten().collect();
     for (section, reply) in route.sections.iter().zip(&replies) {
         if let Some(i) = Source::ALL.iter().position(|s| *s == reply.source) {
             section.source_counters[i].increment(1);
@@ -162,37 +143,34 @@ mod tests {
     use super::join_until;
     use tokio::time::{sleep, Instant};
 
-    #[tokio::test(start_paused = true)]
-    async fn all_done_before_the_deadline_returns_at_once_in_order() {
+    /// Futures that sleep `delays` (ms) and return them, joined until
+    /// `deadline` (ms): the outputs and the time it took.
+    async fn sleepers(delays: &[u64], deadline: u64) -> (Vec<Option<u64>>, Duration) {
         let started = Instant::now();
-        let delays = [30u64, 10, 20];
         let outputs = join_until(
             delays.iter().map(|&ms| async move {
                 sleep(Duration::from_millis(ms)).await;
                 ms
             }),
-            started + Duration::from_secs(5),
+            started + Duration::from_millis(deadline),
         )
         .await;
+        (outputs, started.elapsed())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_done_before_the_deadline_returns_at_once_in_order() {
+        let (outputs, took) = sleepers(&[30, 10, 20], 5_000).await;
         assert_eq!(outputs, vec![Some(30), Some(10), Some(20)]);
         // It waited for the slowest, not for the deadline.
-        assert_eq!(started.elapsed(), Duration::from_millis(30));
+        assert_eq!(took, Duration::from_millis(30));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_deadline_cuts_only_what_is_still_pending() {
-        let started = Instant::now();
-        let delays = [10u64, 500, 40];
-        let outputs = join_until(
-            delays.iter().map(|&ms| async move {
-                sleep(Duration::from_millis(ms)).await;
-                ms
-            }),
-            started + Duration::from_millis(100),
-        )
-        .await;
+        let (outputs, took) = sleepers(&[10, 500, 40], 100).await;
         assert_eq!(outputs, vec![Some(10), None, Some(40)]);
-        assert_eq!(started.elapsed(), Duration::from_millis(100));
+        assert_eq!(took, Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]

@@ -82,10 +82,7 @@ pub fn has_dot_segment(path: &str) -> bool {
 
 /// Whether `name` is hop-by-hop: one of RFC 9110's, or listed in a
 /// `Connection` header (`connection`: the values of those headers).
-fn is_hop_by_hop<'a>(
-    name: &HeaderName,
-    connection: impl Iterator<Item = &'a [u8]> + Clone,
-) -> bool {
+fn is_hop_by_hop<'a>(name: &HeaderName, mut connection: impl Iterator<Item = &'a [u8]>) -> bool {
     matches!(
         name.as_str(),
         "connection"
@@ -97,7 +94,7 @@ fn is_hop_by_hop<'a>(
             | "trailer"
             | "transfer-encoding"
             | "upgrade"
-    ) || connection.into_iter().any(|value| {
+    ) || connection.any(|value| {
         // Header names are lowercase; tokens may be in any case. No
         // allocation: this runs for every header of every proxied message.
         value

@@ -13,6 +13,7 @@
 //! connections per service idle, each holding 8 KiB. On actix workers the
 //! sweep runs on a timer, so it happens without traffic too; elsewhere (unit
 //! tests) it runs when a connection is returned.
+
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
