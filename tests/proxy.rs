@@ -424,6 +424,72 @@ async fn request_id_is_forwarded_and_echoed() {
     gw.stop(false).await;
 }
 
+/// The service's response headers come back as it sent them (repeated
+/// ones repeated, values untouched), less hop-by-hop ones (RFC 9110's and
+/// those its `Connection` lists); its `Date` is kept and not doubled, and its
+/// `X-Request-Id` gives way to mosaic's.
+#[actix_rt::test]
+async fn response_headers_pass_through_without_hop_by_hop() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address").to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        let answer = "HTTP/1.1 200 OK\r\n\
+                                      Date: Mon, 01 Jan 2024 00:00:00 GMT\r\n\
+                                      Connection: keep-alive, X-Hop\r\n\
+                                      X-Hop: secret\r\n\
+                                      Keep-Alive: timeout=5\r\n\
+                                      Proxy-Connection: keep-alive\r\n\
+                                      Set-Cookie: a=1\r\n\
+                                      Set-Cookie: b=2\r\n\
+                                      X-Request-Id: from-service\r\n\
+                                      Content-Type: application/json\r\n\
+                                      X-Custom: Value  With,Spaces\r\n\
+                                      Content-Length: 2\r\n\
+                                      \r\n{}";
+                        if stream.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    let gw = start_gateway(&proxy_config(&[address], "")).await;
+    let req = "GET /api/cart/x HTTP/1.1\r\nHost: shop\r\nX-Request-Id: client-id\r\n\r\n";
+    for _ in 0..2 {
+        let (status, headers, body) = raw_exchange(gw.addr, req.as_bytes()).await;
+        assert_eq!(status, 200);
+        assert_eq!(body, b"{}");
+        let all = |name: &str| -> Vec<&str> {
+            headers.iter().filter(|(n, _)| n == name).map(|(_, v)| v.as_str()).collect()
+        };
+        assert_eq!(all("date"), ["Mon, 01 Jan 2024 00:00:00 GMT"], "{headers:?}");
+        assert_eq!(all("set-cookie"), ["a=1", "b=2"], "{headers:?}");
+        assert_eq!(all("x-request-id"), ["client-id"], "{headers:?}");
+        assert_eq!(all("content-type"), ["application/json"], "{headers:?}");
+        assert_eq!(all("x-custom"), ["Value  With,Spaces"], "{headers:?}");
+        assert_eq!(all("content-length"), ["2"], "{headers:?}");
+        for dropped in ["x-hop", "keep-alive", "proxy-connection"] {
+            assert!(all(dropped).is_empty(), "{dropped} came back: {headers:?}");
+        }
+        for connection in all("connection") {
+            assert!(!connection.to_ascii_lowercase().contains("x-hop"), "{headers:?}");
+        }
+    }
+    gw.stop(false).await;
+}
+
 // ---------------------------------------------------------------------------
 // Errors
 

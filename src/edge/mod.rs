@@ -187,32 +187,39 @@ async fn dispatch(
         .routes
         .iter()
         .find_map(|route| route.config.template.match_path(path).map(|raw| (route, raw)));
-    let (route_label, counters, mut response, page_log) = if let Some((route, raw)) = matched_route
-    {
-        let (response, log) = page::serve(&req, route, raw, &per_request, arrived).await;
-        (route.config.path.as_str(), &route.requests, response, log)
-    } else if let Some(proxy) =
-        runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
-    {
-        let response = proxy::forward(
-            &req,
-            payload,
-            proxy,
-            &per_request,
-            server.max_body,
-            server.client_timeout,
-        )
-        .await;
-        proxy.duration.record(arrived.elapsed().as_secs_f64());
-        (proxy.config.prefix.as_str(), &proxy.requests, response, None)
-    } else {
-        let response = error_response(StatusCode::NOT_FOUND, "not_found", None);
-        ("unmatched", &runtime.unmatched, response, None)
-    };
+    // `elapsed`: when already read (one clock read serves the proxy
+    // duration metric and the access line).
+    let (route_label, counters, mut response, page_log, elapsed) =
+        if let Some((route, raw)) = matched_route {
+            let (response, log) = page::serve(&req, route, raw, &per_request, arrived).await;
+            (route.config.path.as_str(), &route.requests, response, log, None)
+        } else if let Some(proxy) =
+            runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
+        {
+            let response = proxy::forward(
+                &req,
+                payload,
+                proxy,
+                &per_request,
+                server.max_body,
+                server.client_timeout,
+                arrived,
+            )
+            .await;
+            let elapsed = arrived.elapsed();
+            proxy.duration.record(elapsed.as_secs_f64());
+            (proxy.config.prefix.as_str(), &proxy.requests, response, None, Some(elapsed))
+        } else {
+            let response = error_response(StatusCode::NOT_FOUND, "not_found", None);
+            ("unmatched", &runtime.unmatched, response, None, None)
+        };
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = response.status().as_u16();
     counters.record(status);
-    access_log(&req, &request_id, trace.trace_id(), route_label, status, arrived, page_log);
+    if telemetry::access::enabled() {
+        let elapsed = elapsed.unwrap_or_else(|| arrived.elapsed());
+        access_log(&req, &request_id, trace.trace_id(), route_label, status, elapsed, page_log);
+    }
     response
 }
 
@@ -229,12 +236,9 @@ fn access_log(
     trace_id: &str,
     route: &str,
     status: u16,
-    arrived: Instant,
+    elapsed: std::time::Duration,
     page: Option<page::PageLog>,
 ) {
-    if !telemetry::access::enabled() {
-        return;
-    }
     telemetry::access::write(&telemetry::access::AccessLine {
         request_id: request_id.to_str().unwrap_or("-"),
         trace_id,
@@ -242,7 +246,7 @@ fn access_log(
         path: req.uri().path(),
         route,
         status,
-        elapsed: arrived.elapsed(),
+        elapsed,
         page: page.as_ref().map(|p| (p.complete, p.degraded.as_str())),
     });
 }

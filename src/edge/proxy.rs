@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use actix_http::RawHeaderLines;
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
@@ -80,27 +81,29 @@ pub fn has_dot_segment(path: &str) -> bool {
     })
 }
 
-/// Whether `name` is hop-by-hop: one of RFC 9110's, or listed in a
-/// `Connection` header (`connection`: the values of those headers).
-fn is_hop_by_hop<'a>(name: &HeaderName, mut connection: impl Iterator<Item = &'a [u8]>) -> bool {
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "proxy-connection"
-            | "te"
-            | "trailer"
-            | "transfer-encoding"
-            | "upgrade"
-    ) || connection.any(|value| {
-        // Header names are lowercase; tokens may be in any case. No
-        // allocation: this runs for every header of every proxied message.
-        value
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_str().as_bytes()))
-    })
+/// RFC 9110's hop-by-hop headers, and `Proxy-Connection`.
+const HOP_BY_HOP: [&[u8]; 9] = [
+    b"connection",
+    b"keep-alive",
+    b"proxy-authenticate",
+    b"proxy-authorization",
+    b"proxy-connection",
+    b"te",
+    b"trailer",
+    b"transfer-encoding",
+    b"upgrade",
+];
+
+/// Whether the header `name` (any case) is hop-by-hop: one of RFC 9110's,
+/// or listed in a `Connection` header (`connection`: the values of those
+/// headers).
+fn is_hop_by_hop<'a>(name: &[u8], mut connection: impl Iterator<Item = &'a [u8]>) -> bool {
+    HOP_BY_HOP.iter().any(|hop| hop.eq_ignore_ascii_case(name))
+        || connection.any(|value| {
+            // No allocation: this runs for every header of every proxied
+            // message.
+            value.split(|&b| b == b',').any(|token| token.trim_ascii().eq_ignore_ascii_case(name))
+        })
 }
 
 fn proxy_error(status: StatusCode, error: FetchError, backend: &str) -> HttpResponse {
@@ -143,7 +146,7 @@ fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderVa
                 name.as_str(),
                 "forwarded" | "x-forwarded-host" | "x-forwarded-proto" | "x-forwarded-for"
             )
-            || is_hop_by_hop(name, listed.clone())
+            || is_hop_by_hop(name.as_str().as_bytes(), listed.clone())
             || per_request.iter().any(|(n, _)| n == name)
         {
             continue;
@@ -211,7 +214,7 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Forwards one request.
+/// Forwards one request that arrived at `arrived`.
 pub async fn forward(
     req: &HttpRequest,
     payload: web::Payload,
@@ -219,6 +222,7 @@ pub async fn forward(
     per_request: &[(HeaderName, HeaderValue)],
     max_body: u64,
     client_timeout: Duration,
+    arrived: Instant,
 ) -> HttpResponse {
     let backend = &proxy.backend;
     let name = backend.name();
@@ -279,17 +283,20 @@ pub async fn forward(
     let mut retries_left = backend.retry_budget(&instances, repeatable);
     let mut payload = has_body.then_some(payload);
     let mut previous = None;
+    // The first attempt starts when the request arrived (one clock read
+    // less per request); a retry reads the clock again.
+    let mut started = arrived;
     loop {
         let Some(index) = backend.balancer.pick(&instances, previous) else {
             return proxy_error(StatusCode::SERVICE_UNAVAILABLE, FetchError::NoInstances, name);
         };
-        let started = Instant::now();
         let result = client::forward::forward(
             &instances[index].address,
             &outgoing,
             payload.take(),
             limits,
             repeatable,
+            started,
         )
         .await;
         // The client's fault, not the backend's: record nothing.
@@ -328,12 +335,16 @@ pub async fn forward(
         match &outcome {
             Err(error) => backend.stats.failed(*error, started.elapsed()),
             Ok((_, true)) => backend.stats.failed(FetchError::Status5xx, started.elapsed()),
-            Ok((incoming, false)) => backend.stats.answered(incoming.status, started.elapsed()),
+            Ok((incoming, false)) => backend.stats.answered(
+                incoming.status,
+                incoming.answered_at.saturating_duration_since(started.into_std()),
+            ),
         }
         if retryable {
             if let Some(next) = backend.permit_retry(&mut retries_left) {
                 permit = next;
                 previous = Some(index);
+                started = Instant::now();
                 continue;
             }
         }
@@ -347,6 +358,11 @@ pub async fn forward(
 
 /// Sends the service's answer on, hop-by-hop headers dropped; a streamed
 /// body holds the bulkhead slot until its last byte.
+///
+/// The service's header lines go out as they came (`RawHeaderLines`, a
+/// patch to the vendored actix-http) rather than through actix's
+/// `HeaderMap`: building, hashing and re-encoding a name and value per
+/// header was the largest cost mosaic added to a proxied request.
 fn relay(
     incoming: Incoming,
     slot: BulkheadSlot,
@@ -356,24 +372,9 @@ fn relay(
     let Ok(status) = StatusCode::from_u16(incoming.status) else {
         return proxy_error(StatusCode::BAD_GATEWAY, FetchError::Connect, backend);
     };
-    let listed = incoming
-        .fields
-        .iter()
-        .filter(|f| f.name == header::CONNECTION)
-        .map(|f| &incoming.head[f.value.clone()]);
+    let (lines, length, has_date) = raw_header_lines(&incoming);
     let mut builder = HttpResponse::build(status);
-    let mut length = None;
-    for (name, value) in incoming.headers() {
-        if name == header::CONTENT_LENGTH {
-            length = value.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok());
-            continue;
-        }
-        if is_hop_by_hop(name, listed.clone()) {
-            continue;
-        }
-        builder.append_header((name.clone(), value));
-    }
-    match incoming.body {
+    let mut response = match incoming.body {
         IncomingBody::Empty => match length {
             // The length of what a GET would have answered.
             Some(len) if head_request => builder.body(SizedStream::new(
@@ -397,7 +398,37 @@ fn relay(
                 None => builder.streaming(body),
             }
         }
+    };
+    response.head_mut().set_raw_header_lines(RawHeaderLines::new(lines, has_date));
+    response
+}
+
+/// The service's header lines to send on, its `Content-Length` and whether
+/// a `Date` is among the lines.
+fn raw_header_lines(incoming: &Incoming) -> (Bytes, Option<u64>, bool) {
+    let listed = incoming
+        .fields()
+        .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+        .map(|(_, value)| value);
+    let mut lines = Vec::with_capacity(incoming.head.len());
+    let mut length = None;
+    let mut has_date = false;
+    for (name, value) in incoming.fields() {
+        if name.eq_ignore_ascii_case(b"content-length") {
+            length = std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u64>().ok());
+            continue;
+        }
+        // mosaic answers with its own request id (set by the edge).
+        if is_hop_by_hop(name, listed.clone()) || name.eq_ignore_ascii_case(b"x-request-id") {
+            continue;
+        }
+        has_date |= name.eq_ignore_ascii_case(b"date");
+        lines.extend_from_slice(name);
+        lines.extend_from_slice(b": ");
+        lines.extend_from_slice(value);
+        lines.extend_from_slice(b"\r\n");
     }
+    (Bytes::from(lines), length, has_date)
 }
 
 #[cfg(test)]
@@ -406,17 +437,18 @@ mod tests {
 
     #[test]
     fn hop_by_hop_names_and_connection_tokens() {
-        let name = |n: &'static str| HeaderName::from_static(n);
         let none: [&[u8]; 0] = [];
-        assert!(is_hop_by_hop(&name("keep-alive"), none.into_iter()));
-        assert!(is_hop_by_hop(&name("transfer-encoding"), none.into_iter()));
-        assert!(!is_hop_by_hop(&name("x-secret"), none.into_iter()));
+        assert!(is_hop_by_hop(b"keep-alive", none.into_iter()));
+        assert!(is_hop_by_hop(b"Transfer-Encoding", none.into_iter()));
+        assert!(is_hop_by_hop(b"TE", none.into_iter()));
+        assert!(!is_hop_by_hop(b"x-secret", none.into_iter()));
+        assert!(!is_hop_by_hop(b"tea", none.into_iter()));
         // Tokens in any case, with spaces, across several Connection headers.
         let values: [&[u8]; 2] = [b"keep-alive , X-Secret", b"  X-Other"];
-        assert!(is_hop_by_hop(&name("x-secret"), values.into_iter()));
-        assert!(is_hop_by_hop(&name("x-other"), values.into_iter()));
-        assert!(!is_hop_by_hop(&name("x-secretive"), values.into_iter()));
-        assert!(!is_hop_by_hop(&name("x-foo"), values.into_iter()));
+        assert!(is_hop_by_hop(b"x-secret", values.into_iter()));
+        assert!(is_hop_by_hop(b"X-Other", values.into_iter()));
+        assert!(!is_hop_by_hop(b"x-secretive", values.into_iter()));
+        assert!(!is_hop_by_hop(b"x-foo", values.into_iter()));
     }
 
     #[test]

@@ -17,7 +17,6 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::HeaderValue;
 use bytes::{Buf, Bytes};
 use futures_util::{Stream, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -85,18 +84,16 @@ pub struct Incoming {
     pub head: Bytes,
     /// The body.
     pub body: IncomingBody,
+    /// When the head had arrived.
+    pub answered_at: Instant,
 }
 
 impl Incoming {
-    /// The headers, values shared with the head (no copy).
-    pub fn headers(
-        &self,
-    ) -> impl Iterator<Item = (&actix_web::http::header::HeaderName, HeaderValue)> {
-        self.fields.iter().filter_map(|field| {
-            let value =
-                HeaderValue::from_maybe_shared(self.head.slice(field.value.clone())).ok()?;
-            Some((&field.name, value))
-        })
+    /// Each header as (name as sent, value).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+        self.fields
+            .iter()
+            .map(|field| (&self.head[field.name.clone()], &self.head[field.value.clone()]))
     }
 }
 
@@ -111,7 +108,8 @@ pub enum IncomingBody {
     Stream(BodyStream, Option<u64>),
 }
 
-/// Sends `request` to the instance at `address` and reads the answer's head.
+/// Sends `request` to the instance at `address` and reads the answer's head;
+/// `limits.timeout` runs from `started`.
 ///
 /// `resendable`: the request may go out again on a new connection if a
 /// pooled one turns out to have been closed by the service (only for
@@ -123,13 +121,15 @@ pub async fn forward<S, E>(
     body: Option<S>,
     limits: Limits,
     resendable: bool,
+    started: tokio::time::Instant,
 ) -> Result<Incoming, ForwardError>
 where
     S: Stream<Item = Result<Bytes, E>> + Unpin,
 {
     let head_request = request.method.eq_ignore_ascii_case("HEAD");
     let mut fields = Vec::with_capacity(16);
-    let (mut conn, mut opened_at) = checkout(address, resendable, limits.timeout).await?;
+    let (mut conn, mut opened_at) =
+        checkout(address, resendable, limits.timeout, started.into_std()).await?;
     let received = match body {
         Some(body) if request.body != RequestBody::None => {
             write_request_head(&mut conn.write_buf, address, request);
@@ -143,7 +143,7 @@ where
                 }
                 conn.read_head(head_request, Some(&mut fields)).await
             };
-            match tokio::time::timeout(limits.timeout, exchange).await {
+            match tokio::time::timeout_at(started + limits.timeout, exchange).await {
                 Err(_) => return Err(upstream(FetchError::Timeout)),
                 // The service closed the pooled connection while it was idle.
                 Ok(Err(WireError::ClosedBeforeAnswer)) if conn.reused && resendable => {
@@ -179,8 +179,9 @@ async fn checkout(
     address: &str,
     resendable: bool,
     timeout: Duration,
+    now: Instant,
 ) -> Result<(Conn, Instant), ForwardError> {
-    while let Some((conn, opened_at)) = pool::checkout(address) {
+    while let Some((conn, opened_at)) = pool::checkout(address, now) {
         if resendable || conn.looks_open() {
             return Ok((conn, opened_at));
         }
@@ -320,13 +321,14 @@ fn answer(
     fields: Vec<RawField>,
     reusable: bool,
 ) -> Incoming {
+    let answered_at = Instant::now();
     let head_bytes = conn.read_buf.split_to(len).freeze();
     conn.reused = true;
     let reusable = reusable && !head.close;
     let body = match head.framing {
         Framing::Empty => {
             if reusable && conn.read_buf.is_empty() {
-                pool::checkin(address, conn, opened_at);
+                pool::checkin(address, conn, opened_at, answered_at);
             }
             IncomingBody::Empty
         }
@@ -334,7 +336,7 @@ fn answer(
             // `n` is at most the buffered length, so it fits a usize.
             let body = conn.take(n as usize);
             if reusable && conn.read_buf.is_empty() {
-                pool::checkin(address, conn, opened_at);
+                pool::checkin(address, conn, opened_at, answered_at);
             }
             IncomingBody::Full(body)
         }
@@ -354,7 +356,7 @@ fn answer(
             IncomingBody::Stream(stream, length)
         }
     };
-    Incoming { status: head.status, fields, head: head_bytes, body }
+    Incoming { status: head.status, fields, head: head_bytes, body, answered_at }
 }
 
 /// Where a streamed body is.
@@ -393,7 +395,7 @@ impl BodyStream {
     fn finish(&mut self, reusable: bool) {
         if let Some(conn) = self.conn.take() {
             if reusable && self.reusable && conn.read_buf.is_empty() {
-                pool::checkin(&self.address, conn, self.opened_at);
+                pool::checkin(&self.address, conn, self.opened_at, Instant::now());
             }
         }
     }
@@ -617,10 +619,17 @@ mod tests {
         })
         .await;
         for _ in 0..3 {
-            let incoming =
-                forward::<NoBody, _>(&address, &get("GET"), None, LIMITS, true).await.unwrap();
-            let headers: Vec<_> = incoming.headers().map(|(n, v)| (n.to_string(), v)).collect();
-            assert!(headers.iter().any(|(n, v)| n == "x-b" && v == "2"));
+            let incoming = forward::<NoBody, _>(
+                &address,
+                &get("GET"),
+                None,
+                LIMITS,
+                true,
+                tokio::time::Instant::now(),
+            )
+            .await
+            .unwrap();
+            assert!(incoming.fields().any(|(n, v)| n == b"x-b" && v == b"2"));
             assert!(matches!(incoming.body, IncomingBody::Full(_)));
             assert_eq!(collect(incoming.body).await, b"[]");
         }
@@ -652,8 +661,16 @@ mod tests {
         })
         .await;
         for round in 0..4 {
-            let incoming =
-                forward::<NoBody, _>(&address, &get("GET"), None, LIMITS, true).await.unwrap();
+            let incoming = forward::<NoBody, _>(
+                &address,
+                &get("GET"),
+                None,
+                LIMITS,
+                true,
+                tokio::time::Instant::now(),
+            )
+            .await
+            .unwrap();
             let expected = if round % 2 == 0 { format!("hello{big}") } else { big.clone() };
             assert!(matches!(incoming.body, IncomingBody::Stream(..)));
             assert_eq!(collect(incoming.body).await, expected.as_bytes());
@@ -671,8 +688,16 @@ mod tests {
         })
         .await;
         for _ in 0..2 {
-            let incoming =
-                forward::<NoBody, _>(&address, &get("GET"), None, LIMITS, true).await.unwrap();
+            let incoming = forward::<NoBody, _>(
+                &address,
+                &get("GET"),
+                None,
+                LIMITS,
+                true,
+                tokio::time::Instant::now(),
+            )
+            .await
+            .unwrap();
             assert_eq!(collect(incoming.body).await, b"until close");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -685,8 +710,16 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this").await.unwrap();
         })
         .await;
-        let incoming =
-            forward::<NoBody, _>(&address, &get("GET"), None, LIMITS, true).await.unwrap();
+        let incoming = forward::<NoBody, _>(
+            &address,
+            &get("GET"),
+            None,
+            LIMITS,
+            true,
+            tokio::time::Instant::now(),
+        )
+        .await
+        .unwrap();
         let IncomingBody::Stream(mut stream, Some(100)) = incoming.body else { panic!("a stream") };
         assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"only this");
         assert!(stream.next().await.unwrap().is_err());
@@ -701,8 +734,16 @@ mod tests {
         })
         .await;
         for _ in 0..2 {
-            let incoming =
-                forward::<NoBody, _>(&address, &get("HEAD"), None, LIMITS, true).await.unwrap();
+            let incoming = forward::<NoBody, _>(
+                &address,
+                &get("HEAD"),
+                None,
+                LIMITS,
+                true,
+                tokio::time::Instant::now(),
+            )
+            .await
+            .unwrap();
             assert!(matches!(incoming.body, IncomingBody::Empty));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -734,7 +775,10 @@ mod tests {
             || stream::iter([Ok::<_, Infallible>(Bytes::from("hello")), Ok(Bytes::from(" world"))]);
         let mut post = get("POST");
         post.body = RequestBody::Length(11);
-        let incoming = forward(&address, &post, Some(chunks()), LIMITS, false).await.unwrap();
+        let incoming =
+            forward(&address, &post, Some(chunks()), LIMITS, false, tokio::time::Instant::now())
+                .await
+                .unwrap();
         assert_eq!(incoming.status, 201);
         let sent = seen_rx.recv().await.unwrap();
         assert!(
@@ -743,7 +787,9 @@ mod tests {
         );
 
         post.body = RequestBody::Chunked;
-        forward(&address, &post, Some(chunks()), LIMITS, false).await.unwrap();
+        forward(&address, &post, Some(chunks()), LIMITS, false, tokio::time::Instant::now())
+            .await
+            .unwrap();
         let sent = seen_rx.recv().await.unwrap();
         assert!(sent.contains("transfer-encoding: chunked\r\n"), "{sent}");
         assert!(sent.ends_with("\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"), "{sent}");
@@ -760,22 +806,29 @@ mod tests {
         post.body = RequestBody::Chunked;
         let too_much =
             stream::iter((0..3).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b'x'; 500]))));
-        let result = forward(&address, &post, Some(too_much), LIMITS, false).await;
+        let result =
+            forward(&address, &post, Some(too_much), LIMITS, false, tokio::time::Instant::now())
+                .await;
         assert_eq!(result.unwrap_err(), ForwardError::ClientTooLarge);
 
         let broken = stream::iter([Ok(Bytes::from("a")), Err(std::io::Error::other("reset"))]);
-        let result = forward(&address, &post, Some(broken), LIMITS, false).await;
+        let result =
+            forward(&address, &post, Some(broken), LIMITS, false, tokio::time::Instant::now())
+                .await;
         assert_eq!(result.unwrap_err(), ForwardError::ClientBroken);
 
         let stalled =
             stream::iter([Ok::<_, Infallible>(Bytes::from("a"))]).chain(stream::pending());
-        let result = forward(&address, &post, Some(stalled), LIMITS, false).await;
+        let result =
+            forward(&address, &post, Some(stalled), LIMITS, false, tokio::time::Instant::now())
+                .await;
         assert_eq!(result.unwrap_err(), ForwardError::ClientStalled);
 
         // The whole body arrived; the service never answers.
         let fast = Limits { timeout: Duration::from_millis(200), ..LIMITS };
         let whole = stream::iter([Ok::<_, Infallible>(Bytes::from("a"))]);
-        let result = forward(&address, &post, Some(whole), fast, false).await;
+        let result =
+            forward(&address, &post, Some(whole), fast, false, tokio::time::Instant::now()).await;
         assert_eq!(result.unwrap_err(), ForwardError::Upstream(FetchError::Timeout));
     }
 
@@ -796,7 +849,8 @@ mod tests {
         let big =
             stream::iter((0..1000).map(|_| Ok::<_, Infallible>(Bytes::from(vec![b'x'; 4000]))));
         let limits = Limits { max_body: 10_000_000, ..LIMITS };
-        match forward(&address, &post, Some(big), limits, false).await {
+        match forward(&address, &post, Some(big), limits, false, tokio::time::Instant::now()).await
+        {
             Ok(incoming) => assert_eq!(incoming.status, 413),
             // The reset can also destroy the answer before it is read.
             Err(error) => assert_eq!(error, ForwardError::Upstream(FetchError::Connect)),
@@ -812,15 +866,41 @@ mod tests {
             }
         })
         .await;
-        forward::<NoBody, _>(&address, &get("GET"), None, LIMITS, true).await.unwrap();
+        forward::<NoBody, _>(
+            &address,
+            &get("GET"),
+            None,
+            LIMITS,
+            true,
+            tokio::time::Instant::now(),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // A GET is sent again on a new connection...
-        forward::<NoBody, _>(&address, &get("GET"), None, LIMITS, true).await.unwrap();
+        forward::<NoBody, _>(
+            &address,
+            &get("GET"),
+            None,
+            LIMITS,
+            true,
+            tokio::time::Instant::now(),
+        )
+        .await
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // ...a DELETE never is: it only takes a pooled connection that is
         // still open, so it gets a new one.
-        let incoming =
-            forward::<NoBody, _>(&address, &get("DELETE"), None, LIMITS, false).await.unwrap();
+        let incoming = forward::<NoBody, _>(
+            &address,
+            &get("DELETE"),
+            None,
+            LIMITS,
+            false,
+            tokio::time::Instant::now(),
+        )
+        .await
+        .unwrap();
         assert_eq!(incoming.status, 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }

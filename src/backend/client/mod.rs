@@ -52,7 +52,7 @@ pub async fn get_json(
         // `template` never renders such a path; refuse rather than send it.
         return Err(FetchError::Internal);
     }
-    let (mut conn, mut opened_at) = match pool::checkout(address) {
+    let (mut conn, mut opened_at) = match pool::checkout(address, Instant::now()) {
         Some(pooled) => pooled,
         None => (connect(address).await?, Instant::now()),
     };
@@ -71,7 +71,7 @@ pub async fn get_json(
         }
     };
     if answer.reusable {
-        pool::checkin(address, conn, opened_at);
+        pool::checkin(address, conn, opened_at, Instant::now());
     }
     let status = answer.status;
     match status {

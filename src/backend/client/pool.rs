@@ -83,11 +83,11 @@ pub fn sweep() {
 }
 
 /// A connection from the pool: the most recently used one (the likeliest
-/// to still be open at the other end), with when it was opened.
-pub fn checkout(address: &str) -> Option<(Conn, Instant)> {
+/// to still be open at the other end), with when it was opened. `now`:
+/// the caller's reading of the clock (one read serves a whole exchange).
+pub fn checkout(address: &str, now: Instant) -> Option<(Conn, Instant)> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let now = Instant::now();
         let list = pool.idle.get_mut(address)?;
         while let Some(idle) = list.pop() {
             if !idle.expired(now) {
@@ -98,12 +98,11 @@ pub fn checkout(address: &str) -> Option<(Conn, Instant)> {
     })
 }
 
-/// Returns a connection after a complete exchange.
-pub fn checkin(address: &str, mut conn: Conn, opened_at: Instant) {
+/// Returns a connection after a complete exchange (`now`: when it ended).
+pub fn checkin(address: &str, mut conn: Conn, opened_at: Instant, now: Instant) {
     conn.shrink_write_buf();
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
-        let now = Instant::now();
         if !pool.timed && actix_rt::Arbiter::try_current().is_some() {
             // An actix worker: sweep on a timer from now on, for as long as
             // the worker runs.

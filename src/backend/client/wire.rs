@@ -67,12 +67,13 @@ pub struct Head {
     pub close: bool,
 }
 
-/// A response header, its value as a range of the head's bytes (so the
-/// proxy can pass values on without copying them).
+/// A response header as ranges of the head's bytes: the proxy passes
+/// header lines on as they came (httparse checked the name is a token and
+/// the value has no CR or LF), without building a `HeaderName` for each.
 #[derive(Debug, Clone)]
 pub struct RawField {
-    /// Header name.
-    pub name: HeaderName,
+    /// Where the name is in the head (case as sent).
+    pub name: std::ops::Range<usize>,
     /// Where the value is in the head.
     pub value: std::ops::Range<usize>,
 }
@@ -473,12 +474,13 @@ fn head_of(
     for header in response.headers.iter() {
         let name = header.name;
         if let Some(out) = fields.as_deref_mut() {
-            // The value is a slice of `buf`: its offset is a difference of
-            // addresses within the one buffer.
-            let start = header.value.as_ptr() as usize - buf.as_ptr() as usize;
+            // Name and value are slices of `buf`: their offsets are
+            // differences of addresses within the one buffer.
+            let name_start = name.as_ptr() as usize - buf.as_ptr() as usize;
+            let value_start = header.value.as_ptr() as usize - buf.as_ptr() as usize;
             out.push(RawField {
-                name: HeaderName::from_bytes(name.as_bytes()).map_err(|_| WireError::Malformed)?,
-                value: start..start + header.value.len(),
+                name: name_start..name_start + name.len(),
+                value: value_start..value_start + header.value.len(),
             });
         }
         if name.eq_ignore_ascii_case("content-length") {
@@ -604,8 +606,8 @@ mod tests {
         let mut fields = Vec::new();
         parse_head(raw, false, Some(&mut fields)).unwrap().unwrap();
         let seen: Vec<_> =
-            fields.iter().map(|f| (f.name.as_str(), &raw[f.value.clone()])).collect();
-        assert_eq!(seen, [("x-one", &b"a b"[..]), ("set-cookie", &b"c=1"[..])]);
+            fields.iter().map(|f| (&raw[f.name.clone()], &raw[f.value.clone()])).collect();
+        assert_eq!(seen, [(&b"X-One"[..], &b"a b"[..]), (&b"set-cookie"[..], &b"c=1"[..])]);
     }
 
     #[test]

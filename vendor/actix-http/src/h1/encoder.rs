@@ -14,7 +14,8 @@ use crate::{
         map::Value, HeaderMap, HeaderName, CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING,
         UPGRADE,
     },
-    helpers, ConnectionType, RequestHeadType, Response, ServiceConfig, StatusCode, Version,
+    helpers, ConnectionType, RawHeaderLines, RequestHeadType, Response, ServiceConfig, StatusCode,
+    Version,
 };
 
 const AVERAGE_HEADER_SIZE: usize = 30;
@@ -48,6 +49,11 @@ pub(crate) trait MessageType: Sized {
     fn headers(&self) -> &HeaderMap;
 
     fn extra_headers(&self) -> Option<&HeaderMap>;
+
+    /// mosaic patch: pre-encoded lines written after the headers.
+    fn raw_header_lines(&self) -> Option<&RawHeaderLines> {
+        None
+    }
 
     fn camel_case(&self) -> bool {
         false
@@ -239,6 +245,12 @@ pub(crate) trait MessageType: Sized {
             dst.advance_mut(pos);
         }
 
+        // mosaic patch: a relayed response's own header lines.
+        if let Some(raw) = self.raw_header_lines() {
+            dst.extend_from_slice(raw.lines());
+            has_date |= raw.has_date();
+        }
+
         if !has_date {
             // optimized date header, write_date_header writes its own \r\n
             config.write_date_header(dst, camel_case);
@@ -286,6 +298,10 @@ impl MessageType for Response<()> {
         None
     }
 
+    fn raw_header_lines(&self) -> Option<&RawHeaderLines> {
+        self.head().raw_header_lines()
+    }
+
     fn camel_case(&self) -> bool {
         self.head()
             .flags
@@ -295,8 +311,12 @@ impl MessageType for Response<()> {
     fn encode_status(&mut self, dst: &mut BytesMut) -> io::Result<()> {
         let head = self.head();
         let reason = head.reason().as_bytes();
+        let raw_len = head.raw_header_lines().map_or(0, |raw| raw.lines().len());
         dst.reserve(
-            INITIAL_HEAD_CAPACITY + head.headers.len() * AVERAGE_HEADER_SIZE + reason.len(),
+            INITIAL_HEAD_CAPACITY
+                + head.headers.len() * AVERAGE_HEADER_SIZE
+                + raw_len
+                + reason.len(),
         );
 
         // status line

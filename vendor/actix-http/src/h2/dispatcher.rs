@@ -340,6 +340,25 @@ fn prepare_response(
         res.headers_mut().append(key, value.clone());
     }
 
+    // mosaic patch: a relayed response's own header lines, as fields
+    // (HTTP/2 names are lowercase; `HeaderName::from_bytes` lowercases).
+    if let Some(raw) = head.raw_header_lines() {
+        has_date |= raw.has_date();
+        for (name, value) in raw.fields() {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                match name {
+                    CONNECTION | TRANSFER_ENCODING | UPGRADE => {}
+                    CONTENT_LENGTH if skip_len => {}
+                    _ => {
+                        res.headers_mut().append(name, value);
+                    }
+                }
+            }
+        }
+    }
+
     // set date header
     if !has_date {
         let mut bytes = BytesMut::with_capacity(29);

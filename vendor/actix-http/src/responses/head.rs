@@ -2,6 +2,8 @@
 
 use std::{cell::RefCell, ops};
 
+use bytes::Bytes;
+
 use crate::{header::HeaderMap, message::Flags, ConnectionType, StatusCode, Version};
 
 thread_local! {
@@ -15,6 +17,54 @@ pub struct ResponseHead {
     pub headers: HeaderMap,
     pub reason: Option<&'static str>,
     pub(crate) flags: Flags,
+    /// mosaic patch: see [`ResponseHead::set_raw_header_lines`].
+    pub(crate) raw_header_lines: Option<RawHeaderLines>,
+}
+
+/// mosaic patch: header lines already encoded for HTTP/1 (`name: value\r\n`
+/// each), sent after the [`HeaderMap`]'s headers.
+///
+/// A gateway relaying a response it has parsed itself has its header lines
+/// at hand; building a `HeaderName` and `HeaderValue` for each, hashing them
+/// into a map and encoding them again costs more than the rest of the
+/// relay. Whoever makes one vouches that every line is a valid field line
+/// (token name, value without CR or LF) and that none of them frames the
+/// message (`Content-Length`, `Transfer-Encoding`, `Connection`): the
+/// encoder writes those from the body and connection state.
+#[derive(Debug, Clone)]
+pub struct RawHeaderLines {
+    lines: Bytes,
+    has_date: bool,
+}
+
+impl RawHeaderLines {
+    /// Lines as described on the type; `has_date`: one of them is `Date`, so
+    /// the encoder does not add its own.
+    pub fn new(lines: Bytes, has_date: bool) -> Self {
+        debug_assert!(lines.is_empty() || lines.ends_with(b"\r\n"));
+        RawHeaderLines { lines, has_date }
+    }
+
+    /// The encoded lines.
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// Whether a `Date` line is among them.
+    pub fn has_date(&self) -> bool {
+        self.has_date
+    }
+
+    /// Each line as (name, value).
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.lines
+            .split(|&b| b == b'\n')
+            .filter_map(|line| line.strip_suffix(b"\r"))
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                Some((&line[..colon], line[colon + 1..].trim_ascii()))
+            })
+    }
 }
 
 impl ResponseHead {
@@ -27,7 +77,21 @@ impl ResponseHead {
             headers: HeaderMap::with_capacity(12),
             reason: None,
             flags: Flags::empty(),
+            raw_header_lines: None,
         }
+    }
+
+    /// mosaic patch: sends `lines` after the headers in [`headers`](Self::headers)
+    /// (HTTP/1 writes them as they are; HTTP/2 parses them into fields).
+    #[inline]
+    pub fn set_raw_header_lines(&mut self, lines: RawHeaderLines) {
+        self.raw_header_lines = Some(lines);
+    }
+
+    /// mosaic patch: the lines set by [`set_raw_header_lines`](Self::set_raw_header_lines).
+    #[inline]
+    pub fn raw_header_lines(&self) -> Option<&RawHeaderLines> {
+        self.raw_header_lines.as_ref()
     }
 
     /// Read the message headers.
@@ -181,6 +245,7 @@ impl BoxedResponsePool {
             head.status = status;
             head.headers.clear();
             head.flags = Flags::empty();
+            head.raw_header_lines = None;
             BoxedResponseHead { head: Some(head) }
         } else {
             BoxedResponseHead {

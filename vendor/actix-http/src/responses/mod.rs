@@ -6,4 +6,8 @@ mod head;
 mod response;
 
 pub(crate) use self::head::BoxedResponseHead;
-pub use self::{builder::ResponseBuilder, head::ResponseHead, response::Response};
+pub use self::{
+    builder::ResponseBuilder,
+    head::{RawHeaderLines, ResponseHead},
+    response::Response,
+};
