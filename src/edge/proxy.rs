@@ -60,6 +60,10 @@ pub fn target_path(prefix: &str, rewrite: Option<&str>, path: &str, query: &str)
 /// `.` or `..` segments, raw or percent-encoded: refused, so a prefix can
 /// never be escaped on a backend that normalises paths.
 pub fn has_dot_segment(path: &str) -> bool {
+    // Most paths have neither: one pass over the bytes settles those.
+    if !path.bytes().any(|b| b == b'.' || b == b'%') {
+        return false;
+    }
     // A dot segment is at most two dots, each `.` or `%2e`: six bytes.
     path.split('/').any(|segment| {
         if segment.is_empty() || segment.len() > 6 {
@@ -410,6 +414,17 @@ fn raw_header_lines(incoming: &Incoming) -> (Bytes, Option<u64>, bool) {
         .fields()
         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
         .map(|(_, value)| value);
+    // Services rarely list headers of their own in `Connection` (beyond
+    // `keep-alive` or `close`); checking once spares a scan of every field
+    // for every field.
+    let lists_headers = listed.clone().any(|value| {
+        value.split(|&b| b == b',').any(|token| {
+            let token = token.trim_ascii();
+            !token.is_empty()
+                && !token.eq_ignore_ascii_case(b"keep-alive")
+                && !token.eq_ignore_ascii_case(b"close")
+        })
+    });
     let mut lines = Vec::with_capacity(incoming.head.len());
     let mut length = None;
     let mut has_date = false;
@@ -419,7 +434,12 @@ fn raw_header_lines(incoming: &Incoming) -> (Bytes, Option<u64>, bool) {
             continue;
         }
         // mosaic answers with its own request id (set by the edge).
-        if is_hop_by_hop(name, listed.clone()) || name.eq_ignore_ascii_case(b"x-request-id") {
+        let hop_by_hop = if lists_headers {
+            is_hop_by_hop(name, listed.clone())
+        } else {
+            is_hop_by_hop(name, std::iter::empty())
+        };
+        if hop_by_hop || name.eq_ignore_ascii_case(b"x-request-id") {
             continue;
         }
         has_date |= name.eq_ignore_ascii_case(b"date");
