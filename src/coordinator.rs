@@ -54,8 +54,10 @@ pub async fn compose_via<T: Transport>(
     // and the cache key its fallback is looked up under if the deadline
     // cuts it.
     let mut replies: Vec<Option<SectionReply>> = Vec::with_capacity(route.sections.len());
-    let mut waiting = Vec::new();
-    let mut calls = Vec::new();
+    // Sized up front: a future is large, and growing the list would copy
+    // every one already in it.
+    let mut waiting = Vec::with_capacity(route.sections.len());
+    let mut calls = Vec::with_capacity(route.sections.len());
     for section in &route.sections {
         let spec = call_spec(section, params, request_headers, per_request);
         match section.backend.consult_cache(&spec, asked) {
