@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Instructions per request, counted by callgrind (BENCHMARKS.md).
+#
+#   benches/callgrind.sh target/release/mosaic [PATH] [N]
+#       PATH: /api/cart/items (the proxy route, default) or /products/42 (the page)
+#       N:    measured requests (default 20000)
+#
+# Runs mosaic with ../shared/bench/mosaic-bench.toml under
+# `valgrind --tool=callgrind` against the benchmark's nginx back ends
+# (../shared/bench/backends.conf.tmpl on 127.0.0.1:7101-7107), sends 200
+# warm-up requests, zeroes the counters, sends N requests over one keep-alive
+# connection (benches/keepalive_load.py) and prints the instructions per
+# request. Counts are exact and repeatable where timings on this VM are not;
+# valgrind counts `rep stos`/`rep movs` per iteration, so a large memset or
+# memcpy weighs more here than on the CPU. Needs nginx and valgrind.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+MOSAIC=$(realpath "$1")
+REQ_PATH=${2:-/api/cart/items}
+N=${3:-20000}
+BENCH=${BENCH_DIR:-$HERE/../../shared/bench}
+RUN=$(mktemp -d /tmp/mosaic-callgrind.XXXXXX)
+VG=""
+cleanup() {
+    [[ -n $VG ]] && kill -INT "$VG" 2>/dev/null || true
+    if [[ -f $RUN/backends/nginx.pid ]]; then kill "$(cat "$RUN/backends/nginx.pid")" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+for tool in nginx valgrind callgrind_control callgrind_annotate; do
+    command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install nginx valgrind)" >&2; exit 1; }
+done
+for port in 7101 7102 7103 7104 7105 7106 7107 8080 9901; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is taken" >&2
+        exit 1
+    fi
+done
+
+mkdir -p "$RUN/backends/logs" "$RUN/backends/tmp"
+sed -e "s/@BACKEND_WORKERS@/1/" "$BENCH/backends.conf.tmpl" >"$RUN/backends/nginx.conf"
+nginx -p "$RUN/backends" -c "$RUN/backends/nginx.conf" -g 'daemon on;'
+
+RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --dump-instr=no \
+    --callgrind-out-file="$RUN/callgrind.out" \
+    "$MOSAIC" run --config "$BENCH/mosaic-bench.toml" >"$RUN/gateway.log" 2>&1 &
+VG=$!
+for _ in $(seq 1 120); do
+    curl -sf -o /dev/null "http://127.0.0.1:8080$REQ_PATH" && break
+    sleep 0.5
+done
+python3 "$HERE/keepalive_load.py" 200 "$REQ_PATH" >/dev/null
+callgrind_control -z "$VG" >/dev/null 2>&1
+python3 "$HERE/keepalive_load.py" "$N" "$REQ_PATH"
+callgrind_control -d "$VG" >/dev/null 2>&1
+kill -INT "$VG"
+wait "$VG" || true
+VG=""
+
+# The dump taken after the N requests is the first numbered part.
+total=$(callgrind_annotate --threshold=100 "$RUN/callgrind.out.1" 2>/dev/null \
+    | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
+echo "profile: $RUN/callgrind.out.1 (callgrind_annotate --inclusive=yes shows where)"
+python3 -c "print(f'RESULT path=$REQ_PATH requests=$N instructions_per_request={$total / $N:.0f}')"
