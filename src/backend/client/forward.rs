@@ -583,6 +583,16 @@ mod tests {
         Some((String::from_utf8(head).unwrap(), body))
     }
 
+    /// A request without a body, started now.
+    async fn bodiless(
+        address: &str,
+        method: &'static str,
+        resendable: bool,
+    ) -> Result<Incoming, ForwardError> {
+        let now = tokio::time::Instant::now();
+        forward::<NoBody, _>(address, &get(method), None, LIMITS, resendable, now).await
+    }
+
     fn get(method: &'static str) -> Outgoing<'static> {
         Outgoing {
             method,
@@ -619,16 +629,7 @@ mod tests {
         })
         .await;
         for _ in 0..3 {
-            let incoming = forward::<NoBody, _>(
-                &address,
-                &get("GET"),
-                None,
-                LIMITS,
-                true,
-                tokio::time::Instant::now(),
-            )
-            .await
-            .unwrap();
+            let incoming = bodiless(&address, "GET", true).await.unwrap();
             assert!(incoming.fields().any(|(n, v)| n == b"x-b" && v == b"2"));
             assert!(matches!(incoming.body, IncomingBody::Full(_)));
             assert_eq!(collect(incoming.body).await, b"[]");
@@ -661,16 +662,7 @@ mod tests {
         })
         .await;
         for round in 0..4 {
-            let incoming = forward::<NoBody, _>(
-                &address,
-                &get("GET"),
-                None,
-                LIMITS,
-                true,
-                tokio::time::Instant::now(),
-            )
-            .await
-            .unwrap();
+            let incoming = bodiless(&address, "GET", true).await.unwrap();
             let expected = if round % 2 == 0 { format!("hello{big}") } else { big.clone() };
             assert!(matches!(incoming.body, IncomingBody::Stream(..)));
             assert_eq!(collect(incoming.body).await, expected.as_bytes());
@@ -688,16 +680,7 @@ mod tests {
         })
         .await;
         for _ in 0..2 {
-            let incoming = forward::<NoBody, _>(
-                &address,
-                &get("GET"),
-                None,
-                LIMITS,
-                true,
-                tokio::time::Instant::now(),
-            )
-            .await
-            .unwrap();
+            let incoming = bodiless(&address, "GET", true).await.unwrap();
             assert_eq!(collect(incoming.body).await, b"until close");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -710,16 +693,7 @@ mod tests {
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly this").await.unwrap();
         })
         .await;
-        let incoming = forward::<NoBody, _>(
-            &address,
-            &get("GET"),
-            None,
-            LIMITS,
-            true,
-            tokio::time::Instant::now(),
-        )
-        .await
-        .unwrap();
+        let incoming = bodiless(&address, "GET", true).await.unwrap();
         let IncomingBody::Stream(mut stream, Some(100)) = incoming.body else { panic!("a stream") };
         assert_eq!(&stream.next().await.unwrap().unwrap()[..], b"only this");
         assert!(stream.next().await.unwrap().is_err());
@@ -734,16 +708,7 @@ mod tests {
         })
         .await;
         for _ in 0..2 {
-            let incoming = forward::<NoBody, _>(
-                &address,
-                &get("HEAD"),
-                None,
-                LIMITS,
-                true,
-                tokio::time::Instant::now(),
-            )
-            .await
-            .unwrap();
+            let incoming = bodiless(&address, "HEAD", true).await.unwrap();
             assert!(matches!(incoming.body, IncomingBody::Empty));
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
@@ -866,41 +831,14 @@ mod tests {
             }
         })
         .await;
-        forward::<NoBody, _>(
-            &address,
-            &get("GET"),
-            None,
-            LIMITS,
-            true,
-            tokio::time::Instant::now(),
-        )
-        .await
-        .unwrap();
+        bodiless(&address, "GET", true).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // A GET is sent again on a new connection...
-        forward::<NoBody, _>(
-            &address,
-            &get("GET"),
-            None,
-            LIMITS,
-            true,
-            tokio::time::Instant::now(),
-        )
-        .await
-        .unwrap();
+        bodiless(&address, "GET", true).await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
         // ...a DELETE never is: it only takes a pooled connection that is
         // still open, so it gets a new one.
-        let incoming = forward::<NoBody, _>(
-            &address,
-            &get("DELETE"),
-            None,
-            LIMITS,
-            false,
-            tokio::time::Instant::now(),
-        )
-        .await
-        .unwrap();
+        let incoming = bodiless(&address, "DELETE", false).await.unwrap();
         assert_eq!(incoming.status, 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
