@@ -1358,12 +1358,6 @@ where
                     // read from I/O stream and fill read buffer
                     let should_disconnect = inner.as_mut().read_available(cx)?;
 
-                    // mosaic patch: a connection that has just come back from idle gets its
-                    // write buffer in one allocation, as it would have had when accepted.
-                    if !inner.read_buf.is_empty() && inner.write_buf.capacity() == 0 {
-                        inner.as_mut().project().write_buf.reserve(HW_BUFFER_SIZE);
-                    }
-
                     // after reading something from stream, clear keep-alive timer
                     if !inner.read_buf.is_empty() && inner.flags.contains(Flags::KEEP_ALIVE) {
                         let inner = inner.as_mut().project();

@@ -409,10 +409,31 @@ impl<T: MessageType> MessageEncoder<T> {
             self.te = TransferEncoding::empty();
         }
 
+        // mosaic patch: room for the head and a known-size body in one allocation. The
+        // dispatcher no longer gives a connection back from idle a fixed 8 KiB write buffer;
+        // growing one after the head is written would reallocate and copy it (for a 10 KB
+        // page, an 8 KiB copy per response).
+        if let (false, BodySize::Sized(len)) = (head, length) {
+            let raw_len = message.raw_header_lines().map_or(0, |raw| raw.lines().len());
+            let head_estimate = INITIAL_HEAD_CAPACITY
+                + message.headers().len() * AVERAGE_HEADER_SIZE
+                + raw_len
+                + MAX_REASON_LEN;
+            let body = usize::try_from(len).unwrap_or(usize::MAX).min(MAX_BODY_RESERVE);
+            dst.reserve(head_estimate + body);
+        }
+
         message.encode_status(dst)?;
         message.encode_headers(dst, version, length, conn_type, config)
     }
 }
+
+/// mosaic patch: most body bytes reserved with the head (larger bodies grow the buffer as
+/// before).
+const MAX_BODY_RESERVE: usize = 64 * 1024;
+
+/// mosaic patch: room for a reason phrase in the head estimate.
+const MAX_REASON_LEN: usize = 64;
 
 /// Encoders to handle different Transfer-Encodings.
 #[derive(Debug)]

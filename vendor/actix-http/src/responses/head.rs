@@ -256,7 +256,9 @@ impl BoxedResponsePool {
 
     /// Release request instance.
     #[inline]
-    fn release(&self, msg: Box<ResponseHead>) {
+    fn release(&self, mut msg: Box<ResponseHead>) {
+        // mosaic patch: a pooled head keeps no relayed lines alive.
+        msg.raw_header_lines = None;
         let pool = &mut self.0.borrow_mut();
 
         if pool.len() < 128 {
