@@ -471,6 +471,68 @@ mod tests {
         assert!(!is_hop_by_hop(b"x-foo", values.into_iter()));
     }
 
+    /// An answer whose fields are found in `head` the way the client's
+    /// parser records them (name and trimmed value as ranges).
+    fn incoming(head: &'static [u8]) -> Incoming {
+        let mut fields = Vec::new();
+        let mut at = head.iter().position(|&b| b == b'\n').unwrap() + 1;
+        while let Some(len) = head[at..].windows(2).position(|w| w == b"\r\n") {
+            if len == 0 {
+                break;
+            }
+            let line = &head[at..at + len];
+            let colon = line.iter().position(|&b| b == b':').unwrap();
+            let value = line[colon + 1..].trim_ascii();
+            let value_start = at + (value.as_ptr() as usize - line.as_ptr() as usize);
+            fields.push(client::wire::RawField {
+                name: at..at + colon,
+                value: value_start..value_start + value.len(),
+            });
+            at += len + 2;
+        }
+        Incoming {
+            status: 200,
+            fields,
+            head: Bytes::from_static(head),
+            body: IncomingBody::Empty,
+            answered_at: std::time::Instant::now(),
+        }
+    }
+
+    #[test]
+    fn relayed_lines_are_the_end_to_end_headers() {
+        let answer = incoming(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Hop\r\nX-Hop: 1\r\n\
+              Date: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\nSet-Cookie: a=1\r\n\
+              Set-Cookie: b=2\r\nX-Request-ID: theirs\r\nTransfer-Encoding: chunked\r\n\
+              ETag: \"v1\"\r\n\r\n",
+        );
+        let (lines, length, has_date) = raw_header_lines(&answer);
+        assert_eq!(length, Some(2));
+        assert!(has_date);
+        assert_eq!(
+            std::str::from_utf8(&lines).unwrap(),
+            "Date: Mon, 01 Jan 2024 00:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
+             ETag: \"v1\"\r\n"
+        );
+        // What the HTTP/2 path reads back from them.
+        let raw = RawHeaderLines::new(lines, has_date);
+        let fields: Vec<_> = raw.fields().collect();
+        assert_eq!(
+            fields,
+            [
+                (&b"Date"[..], &b"Mon, 01 Jan 2024 00:00:00 GMT"[..]),
+                (b"Set-Cookie", b"a=1"),
+                (b"Set-Cookie", b"b=2"),
+                (b"ETag", b"\"v1\""),
+            ]
+        );
+        // Without a listing in `Connection` and without a date.
+        let plain = incoming(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-A: 1\r\n\r\n");
+        let (lines, length, has_date) = raw_header_lines(&plain);
+        assert_eq!((&lines[..], length, has_date), (&b"X-A: 1\r\n"[..], None, false));
+    }
+
     #[test]
     fn prefix_matches_at_segment_boundary() {
         assert!(matches("/api/cart/", "/api/cart/x"));
