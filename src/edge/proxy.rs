@@ -376,7 +376,7 @@ fn relay(
     let Ok(status) = StatusCode::from_u16(incoming.status) else {
         return proxy_error(StatusCode::BAD_GATEWAY, FetchError::Connect, backend);
     };
-    let (lines, length, has_date) = raw_header_lines(&incoming);
+    let (lines, length) = raw_header_lines(&incoming);
     let mut builder = HttpResponse::build(status);
     let mut response = match incoming.body {
         IncomingBody::Empty => match length {
@@ -403,13 +403,12 @@ fn relay(
             }
         }
     };
-    response.head_mut().set_raw_header_lines(RawHeaderLines::new(lines, has_date));
+    response.head_mut().set_raw_header_lines(lines);
     response
 }
 
-/// The service's header lines to send on, its `Content-Length` and whether
-/// a `Date` is among the lines.
-fn raw_header_lines(incoming: &Incoming) -> (Bytes, Option<u64>, bool) {
+/// The service's header lines to send on, and its `Content-Length`.
+fn raw_header_lines(incoming: &Incoming) -> (RawHeaderLines, Option<u64>) {
     let listed = incoming
         .fields()
         .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
@@ -425,9 +424,8 @@ fn raw_header_lines(incoming: &Incoming) -> (Bytes, Option<u64>, bool) {
                 && !token.eq_ignore_ascii_case(b"close")
         })
     });
-    let mut lines = Vec::with_capacity(incoming.head.len());
+    let mut lines = RawHeaderLines::with_capacity(incoming.head.len());
     let mut length = None;
-    let mut has_date = false;
     for (name, value) in incoming.fields() {
         if name.eq_ignore_ascii_case(b"content-length") {
             length = std::str::from_utf8(value).ok().and_then(|s| s.trim().parse::<u64>().ok());
@@ -442,13 +440,9 @@ fn raw_header_lines(incoming: &Incoming) -> (Bytes, Option<u64>, bool) {
         if hop_by_hop || name.eq_ignore_ascii_case(b"x-request-id") {
             continue;
         }
-        has_date |= name.eq_ignore_ascii_case(b"date");
-        lines.extend_from_slice(name);
-        lines.extend_from_slice(b": ");
-        lines.extend_from_slice(value);
-        lines.extend_from_slice(b"\r\n");
+        lines.push(name, value);
     }
-    (Bytes::from(lines), length, has_date)
+    (lines, length)
 }
 
 #[cfg(test)]
@@ -507,16 +501,15 @@ mod tests {
               Set-Cookie: b=2\r\nX-Request-ID: theirs\r\nTransfer-Encoding: chunked\r\n\
               ETag: \"v1\"\r\n\r\n",
         );
-        let (lines, length, has_date) = raw_header_lines(&answer);
+        let (raw, length) = raw_header_lines(&answer);
         assert_eq!(length, Some(2));
-        assert!(has_date);
+        assert!(raw.has_date());
         assert_eq!(
-            std::str::from_utf8(&lines).unwrap(),
+            std::str::from_utf8(raw.lines()).unwrap(),
             "Date: Mon, 01 Jan 2024 00:00:00 GMT\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n\
              ETag: \"v1\"\r\n"
         );
         // What the HTTP/2 path reads back from them.
-        let raw = RawHeaderLines::new(lines, has_date);
         let fields: Vec<_> = raw.fields().collect();
         assert_eq!(
             fields,
@@ -529,8 +522,8 @@ mod tests {
         );
         // Without a listing in `Connection` and without a date.
         let plain = incoming(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-A: 1\r\n\r\n");
-        let (lines, length, has_date) = raw_header_lines(&plain);
-        assert_eq!((&lines[..], length, has_date), (&b"X-A: 1\r\n"[..], None, false));
+        let (raw, length) = raw_header_lines(&plain);
+        assert_eq!((raw.lines(), length, raw.has_date()), (&b"X-A: 1\r\n"[..], None, false));
     }
 
     #[test]

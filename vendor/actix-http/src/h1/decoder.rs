@@ -303,7 +303,8 @@ impl MessageType for Request {
         let mut msg = Request::new();
 
         // convert headers
-        let mut length = msg.set_headers(&src.split_to(len).freeze(), HeaderIndex::recorded(&headers, h_len), ver)?;
+        let headers = HeaderIndex::recorded(&headers, h_len);
+        let mut length = msg.set_headers(&src.split_to(len).freeze(), headers, ver)?;
 
         // disallow HTTP/1.1 requests that do not contain a Host header
         // see https://datatracker.ietf.org/doc/html/rfc9112#section-3.2
@@ -430,7 +431,8 @@ impl MessageType for ResponseHead {
         msg.version = ver;
 
         // convert headers
-        let mut length = msg.set_headers(&src.split_to(len).freeze(), HeaderIndex::recorded(&headers, h_len), ver)?;
+        let headers = HeaderIndex::recorded(&headers, h_len);
+        let mut length = msg.set_headers(&src.split_to(len).freeze(), headers, ver)?;
 
         // Remove CL value if 0 now that all headers and HTTP/1.0 special cases are processed.
         // Protects against some request smuggling attacks.

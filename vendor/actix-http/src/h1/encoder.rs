@@ -55,6 +55,12 @@ pub(crate) trait MessageType: Sized {
         None
     }
 
+    /// mosaic patch: the room reserved for the head, in one place for `encode_status` and for
+    /// `MessageEncoder::encode` (which adds a known-size body to it).
+    fn head_capacity(&self) -> usize {
+        INITIAL_HEAD_CAPACITY + self.headers().len() * AVERAGE_HEADER_SIZE
+    }
+
     fn camel_case(&self) -> bool {
         false
     }
@@ -302,6 +308,15 @@ impl MessageType for Response<()> {
         self.head().raw_header_lines()
     }
 
+    fn head_capacity(&self) -> usize {
+        let head = self.head();
+        let raw_len = head.raw_header_lines().map_or(0, |raw| raw.lines().len());
+        INITIAL_HEAD_CAPACITY
+            + head.headers.len() * AVERAGE_HEADER_SIZE
+            + raw_len
+            + head.reason().len()
+    }
+
     fn camel_case(&self) -> bool {
         self.head()
             .flags
@@ -309,15 +324,9 @@ impl MessageType for Response<()> {
     }
 
     fn encode_status(&mut self, dst: &mut BytesMut) -> io::Result<()> {
+        dst.reserve(self.head_capacity());
         let head = self.head();
         let reason = head.reason().as_bytes();
-        let raw_len = head.raw_header_lines().map_or(0, |raw| raw.lines().len());
-        dst.reserve(
-            INITIAL_HEAD_CAPACITY
-                + head.headers.len() * AVERAGE_HEADER_SIZE
-                + raw_len
-                + reason.len(),
-        );
 
         // status line
         helpers::write_status_line(head.version, head.status.as_u16(), dst);
@@ -348,8 +357,8 @@ impl MessageType for RequestHeadType {
     }
 
     fn encode_status(&mut self, dst: &mut BytesMut) -> io::Result<()> {
+        dst.reserve(self.head_capacity());
         let head = self.as_ref();
-        dst.reserve(INITIAL_HEAD_CAPACITY + head.headers.len() * AVERAGE_HEADER_SIZE);
         write!(
             helpers::MutWriter(dst),
             "{} {} {}",
@@ -414,13 +423,8 @@ impl<T: MessageType> MessageEncoder<T> {
         // growing one after the head is written would reallocate and copy it (for a 10 KB
         // page, an 8 KiB copy per response).
         if let (false, BodySize::Sized(len)) = (head, length) {
-            let raw_len = message.raw_header_lines().map_or(0, |raw| raw.lines().len());
-            let head_estimate = INITIAL_HEAD_CAPACITY
-                + message.headers().len() * AVERAGE_HEADER_SIZE
-                + raw_len
-                + MAX_REASON_LEN;
             let body = usize::try_from(len).unwrap_or(usize::MAX).min(MAX_BODY_RESERVE);
-            dst.reserve(head_estimate + body);
+            dst.reserve(message.head_capacity() + body);
         }
 
         message.encode_status(dst)?;
@@ -431,9 +435,6 @@ impl<T: MessageType> MessageEncoder<T> {
 /// mosaic patch: most body bytes reserved with the head (larger bodies grow the buffer as
 /// before).
 const MAX_BODY_RESERVE: usize = 64 * 1024;
-
-/// mosaic patch: room for a reason phrase in the head estimate.
-const MAX_REASON_LEN: usize = 64;
 
 /// Encoders to handle different Transfer-Encodings.
 #[derive(Debug)]

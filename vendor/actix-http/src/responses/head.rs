@@ -2,8 +2,6 @@
 
 use std::{cell::RefCell, ops};
 
-use bytes::Bytes;
-
 use crate::{header::HeaderMap, message::Flags, ConnectionType, StatusCode, Version};
 
 thread_local! {
@@ -27,22 +25,29 @@ pub struct ResponseHead {
 /// A gateway relaying a response it has parsed itself has its header lines
 /// at hand; building a `HeaderName` and `HeaderValue` for each, hashing them
 /// into a map and encoding them again costs more than the rest of the
-/// relay. Whoever makes one vouches that every line is a valid field line
-/// (token name, value without CR or LF) and that none of them frames the
-/// message (`Content-Length`, `Transfer-Encoding`, `Connection`): the
-/// encoder writes those from the body and connection state.
-#[derive(Debug, Clone)]
+/// relay. Whoever pushes a line vouches that it is a valid field (token
+/// name, value without CR or LF) and that it does not frame the message
+/// (`Content-Length`, `Transfer-Encoding`, `Connection`): the encoder writes
+/// those from the body and connection state.
+#[derive(Debug, Clone, Default)]
 pub struct RawHeaderLines {
-    lines: Bytes,
+    lines: Vec<u8>,
     has_date: bool,
 }
 
 impl RawHeaderLines {
-    /// Lines as described on the type; `has_date`: one of them is `Date`, so
-    /// the encoder does not add its own.
-    pub fn new(lines: Bytes, has_date: bool) -> Self {
-        debug_assert!(lines.is_empty() || lines.ends_with(b"\r\n"));
-        RawHeaderLines { lines, has_date }
+    /// No lines yet, room for `capacity` bytes of them.
+    pub fn with_capacity(capacity: usize) -> Self {
+        RawHeaderLines { lines: Vec::with_capacity(capacity), has_date: false }
+    }
+
+    /// Appends `name: value` (see the type for what the caller vouches).
+    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.has_date |= name.eq_ignore_ascii_case(b"date");
+        self.lines.extend_from_slice(name);
+        self.lines.extend_from_slice(b": ");
+        self.lines.extend_from_slice(value);
+        self.lines.extend_from_slice(b"\r\n");
     }
 
     /// The encoded lines.
@@ -50,7 +55,7 @@ impl RawHeaderLines {
         &self.lines
     }
 
-    /// Whether a `Date` line is among them.
+    /// Whether a `Date` line is among them (so the encoder adds none).
     pub fn has_date(&self) -> bool {
         self.has_date
     }
