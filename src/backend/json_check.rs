@@ -7,9 +7,9 @@
 //! instructions here. This check validates UTF-8 once for the whole body
 //! (std's ASCII fast path), walks the structure in one loop with the open
 //! containers as a bit stack (no recursion, no allocation), and scans string
-//! contents as eight-byte words, sixteen bytes per step (SIMD intrinsics would
-//! need `unsafe`, which the crate forbids). A differential test keeps it in
-//! agreement with serde_json.
+//! contents sixteen bytes per step: SSE2 compares on x86-64 (through
+//! `safe_arch`: the crate forbids `unsafe`), eight-byte words elsewhere. A
+//! differential test keeps it in agreement with serde_json.
 
 /// Nesting this deep is refused, as serde_json refuses it when it builds
 /// values (its default recursion limit: 127 levels pass). The bit stack
@@ -163,7 +163,28 @@ fn skip_plain(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Index of the first `"`, `\\` or byte below 0x20 in sixteen bytes.
+/// Index of the first `"`, `\\` or byte below 0x20 in sixteen bytes: one
+/// SSE2 compare per kind and a mask (SSE2 is part of every x86-64 CPU;
+/// `safe_arch` exposes it without `unsafe`).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+#[inline(always)]
+fn first_special_16(bytes: [u8; 16]) -> Option<usize> {
+    use safe_arch::{
+        cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
+        set_splat_i8_m128i,
+    };
+    let v = load_unaligned_m128i(&bytes);
+    let quote = cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b'"' as i8));
+    let backslash = cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b'\\' as i8));
+    // min(v, 0x1f) == v exactly for the bytes at or below 0x1f.
+    let control = cmp_eq_mask_i8_m128i(min_u8_m128i(v, set_splat_i8_m128i(0x1f)), v);
+    let special = move_mask_i8_m128i(quote | backslash | control);
+    (special != 0).then(|| special.trailing_zeros() as usize)
+}
+
+/// Index of the first `"`, `\\` or byte below 0x20 in sixteen bytes, as
+/// two eight-byte words (where SSE2 is not there).
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
 #[inline(always)]
 fn first_special_16(bytes: [u8; 16]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;

@@ -6,6 +6,7 @@
 //! than actix-web's so that a reload can swap routes without rebuilding the
 //! `App`, and so that path parameters are decoded exactly once, by us.
 
+pub mod client_headers;
 pub mod page;
 pub mod proxy;
 pub mod request_id;
@@ -29,6 +30,7 @@ use crate::admin;
 use crate::config::{Config, ConfigErrors};
 use crate::coordinator::X_REQUEST_ID;
 use crate::telemetry;
+use client_headers::ClientHeaders;
 
 /// `X-Mosaic-Complete: true|false` on every page.
 pub static X_MOSAIC_COMPLETE: HeaderName = HeaderName::from_static("x-mosaic-complete");
@@ -151,33 +153,26 @@ pub async fn start_with(
 /// SPEC.md's limit on request headers (actix-http itself stops at 128 KiB).
 const MAX_HEADER_BYTES: usize = 32 * 1024;
 
-/// The size of the request line and headers as sent (near enough: names,
-/// values and separators).
-fn header_bytes(req: &HttpRequest) -> usize {
-    let uri = req.uri();
-    let line = uri.path().len() + uri.query().map_or(0, |q| q.len() + 1) + 16;
-    req.headers().iter().fold(line, |sum, (n, v)| sum + n.as_str().len() + v.len() + 4)
-}
-
 async fn dispatch(
     req: HttpRequest,
     payload: web::Payload,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
     let arrived = Instant::now();
-    let request_id = request_id::request_id(req.headers());
-    if header_bytes(&req) > MAX_HEADER_BYTES {
+    let client = ClientHeaders::of(&req);
+    let request_id = request_id::request_id(client.request_id);
+    if client.size > MAX_HEADER_BYTES {
         let mut response =
             error_response(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None);
         response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
         return response;
     }
-    let trace = trace::trace_context(req.headers());
+    let trace = trace::trace_context(client.traceparent);
     let mut per_request = vec![
         (X_REQUEST_ID.clone(), request_id.clone()),
         (TRACEPARENT.clone(), trace.outgoing.clone()),
     ];
-    if let Some(state) = req.headers().get(&TRACESTATE) {
+    if let Some(state) = client.tracestate {
         per_request.push((TRACESTATE.clone(), state.clone()));
     }
     let runtime = gateway.runtime();
@@ -196,16 +191,8 @@ async fn dispatch(
         } else if let Some(proxy) =
             runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
         {
-            let response = proxy::forward(
-                &req,
-                payload,
-                proxy,
-                &per_request,
-                server.max_body,
-                server.client_timeout,
-                arrived,
-            )
-            .await;
+            let response =
+                proxy::forward(&req, &client, payload, proxy, &per_request, server, arrived).await;
             let elapsed = arrived.elapsed();
             proxy.duration.record(elapsed.as_secs_f64());
             (proxy.config.prefix.as_str(), &proxy.requests, response, None, Some(elapsed))

@@ -6,8 +6,6 @@
 //! announced by `Content-Length` or discovered while streaming. Only
 //! idempotent requests without a body are retried on another instance.
 
-use std::time::Duration;
-
 use actix_http::RawHeaderLines;
 use actix_web::body::SizedStream;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -17,6 +15,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 
+use super::client_headers::ClientHeaders;
 use super::error_response;
 use crate::backend::bulkhead::BulkheadSlot;
 use crate::backend::client;
@@ -24,6 +23,7 @@ use crate::backend::client::forward::{
     ForwardError, Incoming, IncomingBody, Limits, Outgoing, RequestBody,
 };
 use crate::backend::{Admission, FetchError};
+use crate::config::ServerConfig;
 use crate::runtime::ProxyRuntime;
 
 /// Whether `path` falls under `prefix`, at a segment boundary:
@@ -139,9 +139,16 @@ fn push_line(lines: &mut Vec<u8>, name: &HeaderName, value: &[u8]) {
 /// ones and its own forwarding claims, plus `X-Forwarded-*` as mosaic saw
 /// the request and the per-request headers (request id, trace context),
 /// which replace any the client sent.
-fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderValue)]) -> Vec<u8> {
+fn outgoing_header_lines(
+    req: &HttpRequest,
+    client: &ClientHeaders<'_>,
+    per_request: &[(HeaderName, HeaderValue)],
+) -> Vec<u8> {
     let mut lines = Vec::with_capacity(512);
-    let listed = req.headers().get_all(header::CONNECTION).map(HeaderValue::as_bytes);
+    // No `Connection` sent (HTTP/1.1's usual case): no lookup for it.
+    let connection =
+        if client.connection { req.headers().get_all(header::CONNECTION) } else { [].iter() };
+    let listed = connection.map(HeaderValue::as_bytes);
     for (name, value) in req.headers() {
         if name == header::HOST
             || name == header::CONTENT_LENGTH
@@ -159,11 +166,8 @@ fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderVa
     }
     // X-Forwarded-For is appended to; Forwarded, X-Forwarded-Host and
     // -Proto are replaced by what mosaic saw.
-    let previous = req
-        .headers()
-        .get("x-forwarded-for")
-        .map(HeaderValue::as_bytes)
-        .filter(|previous| !previous.is_empty());
+    let previous =
+        client.forwarded_for.map(HeaderValue::as_bytes).filter(|previous| !previous.is_empty());
     let peer = req.peer_addr().map(|addr| addr.ip());
     if previous.is_some() || peer.is_some() {
         lines.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
@@ -183,7 +187,7 @@ fn outgoing_header_lines(req: &HttpRequest, per_request: &[(HeaderName, HeaderVa
     // `X-Forwarded-Proto` or `Forwarded` claim (which `connection_info` trusts).
     let scheme: &[u8] = if req.app_config().secure() { b"https" } else { b"http" };
     push_line(&mut lines, &X_FORWARDED_PROTO, scheme);
-    if let Some(host) = req.headers().get(header::HOST) {
+    if let Some(host) = client.host {
         push_line(&mut lines, &X_FORWARDED_HOST, host.as_bytes());
     }
     for (name, value) in per_request {
@@ -221,20 +225,21 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Forwards one request that arrived at `arrived`.
 pub async fn forward(
     req: &HttpRequest,
+    client: &ClientHeaders<'_>,
     payload: web::Payload,
     proxy: &ProxyRuntime,
     per_request: &[(HeaderName, HeaderValue)],
-    max_body: u64,
-    client_timeout: Duration,
+    server: &ServerConfig,
     arrived: Instant,
 ) -> HttpResponse {
+    let max_body = server.max_body;
     let backend = &proxy.backend;
     let name = backend.name();
     let path = req.uri().path();
     if has_dot_segment(path) {
         return error_response(StatusCode::BAD_REQUEST, "bad_request", Some("dot segment in path"));
     }
-    let declared_len = match req.headers().get(header::CONTENT_LENGTH) {
+    let declared_len = match client.content_length {
         Some(v) => match v.to_str().ok().and_then(|s| s.parse::<u64>().ok()) {
             Some(n) => Some(n),
             None => {
@@ -250,7 +255,7 @@ pub async fn forward(
     if declared_len.is_some_and(|n| n > max_body) {
         return error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None);
     }
-    let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+    let chunked = client.transfer_encoding;
     let body_framing = match (chunked, declared_len) {
         (true, _) => RequestBody::Chunked,
         (false, Some(n)) => RequestBody::Length(n),
@@ -271,7 +276,7 @@ pub async fn forward(
         Err(error) => return proxy_error(status_for(error), error, name),
     };
 
-    let header_lines = outgoing_header_lines(req, per_request);
+    let header_lines = outgoing_header_lines(req, client, per_request);
     let outgoing = Outgoing {
         method: req.method().as_str(),
         target: &target,
@@ -279,7 +284,7 @@ pub async fn forward(
         body: body_framing,
     };
     let limits =
-        Limits { timeout: backend.config().timeout, client_idle: client_timeout, max_body };
+        Limits { timeout: backend.config().timeout, client_idle: server.client_timeout, max_body };
     // A body is streamed once, so only a bodiless idempotent request can be
     // repeated (on another instance, or on a new connection when a pooled
     // one turns out to be closed).

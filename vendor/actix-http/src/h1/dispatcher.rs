@@ -45,7 +45,7 @@ const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
 
 bitflags! {
     #[derive(Debug, Clone, Copy)]
-    pub struct Flags: u8 {
+    pub struct Flags: u16 {
         /// Set when stream is read for first time.
         const STARTED          = 0b0000_0001;
 
@@ -74,6 +74,13 @@ bitflags! {
         /// after the current response finishes. [`LINGER`](Self::LINGER) remains separate and is
         /// used only to close cleanly after a response to an unread request payload.
         const DRAINING         = 0b1000_0000;
+
+        /// mosaic patch: set when `handle_request` has just polled the service future and it
+        /// returned `Pending`, so `poll_response`, which runs next in the same dispatcher poll
+        /// with the same waker, does not poll it straight again. That second poll can find
+        /// nothing new (the future has registered its wake-ups and no time has passed), and on
+        /// a gateway it walks the whole handler: every in-flight backend call of a page.
+        const SERVICE_POLLED   = 0b1_0000_0000;
     }
 }
 
@@ -655,7 +662,15 @@ where
                 },
 
                 StateProj::ServiceCall { fut } => {
-                    match fut.poll(cx) {
+                    // mosaic patch: a future `handle_request` polled a moment ago in this same
+                    // dispatcher poll is treated as still pending (see `Flags::SERVICE_POLLED`).
+                    let polled = if this.flags.contains(Flags::SERVICE_POLLED) {
+                        this.flags.remove(Flags::SERVICE_POLLED);
+                        Poll::Pending
+                    } else {
+                        fut.poll(cx)
+                    };
+                    match polled {
                         // service call resolved. send response.
                         Poll::Ready(Ok(res)) => {
                             let (res, body) = res.into().replace_body(());
@@ -889,7 +904,11 @@ where
                         }
 
                         // see the comment on ExpectCall state branch's Pending
-                        Poll::Pending => Ok(()),
+                        Poll::Pending => {
+                            // mosaic patch: see `Flags::SERVICE_POLLED`.
+                            self.as_mut().project().flags.insert(Flags::SERVICE_POLLED);
+                            Ok(())
+                        }
 
                         // see the comment on ExpectCall state branch's Ready(Err(_))
                         Poll::Ready(Err(err)) => {
@@ -1325,6 +1344,9 @@ where
 
             DispatcherStateProj::Normal { mut inner } => {
                 trace!("start flags: {:?}", &inner.flags);
+
+                // mosaic patch: only the poll that set it may skip a service poll.
+                inner.as_mut().project().flags.remove(Flags::SERVICE_POLLED);
 
                 trace_timer_states(
                     "start",
