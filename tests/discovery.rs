@@ -325,13 +325,19 @@ async fn a_crashed_actor_restarts_its_watch() {
 #[actix_rt::test]
 async fn calls_in_flight_finish_on_their_old_instance() {
     let consul = ConsulDouble::start();
+    // The call takes 2 s and the swap has 1.5 s to be seen: margins a
+    // loaded 2-core CI machine keeps (a 400 ms call and a 250 ms window
+    // were missed once under a full parallel test run).
     let slow_a = FakeBackend::start(Reply::Delay(
-        Duration::from_millis(400),
+        Duration::from_millis(2000),
         Box::new(Reply::ok(r#"{"from":"a"}"#)),
     ));
     let b = instance("b");
     consul.register(Instance::new("a", "reviews", slow_a.addr));
-    let gw = start_gateway(&config(&consul.url(), "in_flight", None)).await;
+    let config = config(&consul.url(), "in_flight", None)
+        .replace("timeout = \"500ms\"", "timeout = \"3s\"")
+        .replace("deadline = \"1s\"", "deadline = \"4s\"");
+    let gw = start_gateway(&config).await;
     assert!(
         eventually(WITHIN, || gw
             .gateway()
@@ -344,7 +350,8 @@ async fn calls_in_flight_finish_on_their_old_instance() {
         consul.register(Instance::new("b", "reviews", b.addr));
         consul.deregister("a");
         let handle = gw.gateway().backend("in_flight").expect("backend");
-        eventually(Duration::from_millis(250), || handle.backend.addresses() == [b.address()]).await
+        eventually(Duration::from_millis(1500), || handle.backend.addresses() == [b.address()])
+            .await
     };
     let (page, swapped) = tokio::join!(get(gw.addr, "/products/1"), swap);
     assert!(swapped, "the set changed while the call was in flight");

@@ -54,9 +54,8 @@ async fn a_waiting_handler_is_polled_on_arrival_and_on_its_wake_up_only() {
 
     for round in 1..=3 {
         polls.store(0, Ordering::SeqCst);
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .unwrap_or_else(|e| panic!("connect: {e}"));
+        let mut stream =
+            tokio::net::TcpStream::connect(addr).await.unwrap_or_else(|e| panic!("connect: {e}"));
         stream
             .write_all(b"GET /wait HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
             .await
