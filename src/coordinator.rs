@@ -64,7 +64,9 @@ pub async fn compose_via<T: Transport>(
             CacheStep::Served(reply) => replies.push(Some(reply)),
             CacheStep::Call { stale } => {
                 waiting.push((replies.len(), section, spec.cache_key.clone()));
-                calls.push(section.backend.fetch_uncached(spec, stale, asked, deadline, transport));
+                calls.push(Box::pin(
+                    section.backend.fetch_uncached(spec, stale, asked, deadline, transport),
+                ));
                 replies.push(None);
             }
         }
@@ -112,15 +114,16 @@ fn call_spec(
 /// outputs in order, `None` for each future the deadline cut (dropped).
 ///
 /// Like `join_all`, every future is polled when any is woken, and a future
-/// that completes in the same poll as the deadline fires still counts. Each
-/// future is boxed on its own (the crate has no `unsafe` to pin them in one
-/// slice); that is cheaper than the per-section timers it replaces.
-pub async fn join_until<F: Future>(
+/// that completes in the same poll as the deadline fires still counts. The
+/// futures come `Unpin` (a section call is boxed where it is made: the crate
+/// has no `unsafe` to pin them in one slice, and boxing at the call site
+/// moves each large future once, not into a list and then into its box);
+/// that is cheaper than the per-section timers it replaces.
+pub async fn join_until<F: Future + Unpin>(
     futures: impl Iterator<Item = F>,
     deadline: Instant,
 ) -> Vec<Option<F::Output>> {
-    let mut running: Vec<MaybeDone<Pin<Box<F>>>> =
-        futures.map(|future| maybe_done(Box::pin(future))).collect();
+    let mut running: Vec<MaybeDone<F>> = futures.map(maybe_done).collect();
     let expiry = tokio::time::sleep_until(deadline);
     tokio::pin!(expiry);
     poll_fn(|cx| {
@@ -150,9 +153,11 @@ mod tests {
     async fn sleepers(delays: &[u64], deadline: u64) -> (Vec<Option<u64>>, Duration) {
         let started = Instant::now();
         let outputs = join_until(
-            delays.iter().map(|&ms| async move {
-                sleep(Duration::from_millis(ms)).await;
-                ms
+            delays.iter().map(|&ms| {
+                Box::pin(async move {
+                    sleep(Duration::from_millis(ms)).await;
+                    ms
+                })
             }),
             started + Duration::from_millis(deadline),
         )
@@ -179,7 +184,8 @@ mod tests {
     async fn a_future_ready_when_the_deadline_fires_still_counts() {
         let started = Instant::now();
         let deadline = started + Duration::from_millis(50);
-        let outputs = join_until([sleep(Duration::from_millis(50))].into_iter(), deadline).await;
+        let outputs =
+            join_until([Box::pin(sleep(Duration::from_millis(50)))].into_iter(), deadline).await;
         assert_eq!(outputs, vec![Some(())]);
     }
 }
