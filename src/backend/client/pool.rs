@@ -50,10 +50,10 @@ impl Idle {
 /// fourteen times per page: std's SipHash of an address cost ~190
 /// instructions a lookup (callgrind), foldhash a fraction of that. The keys
 /// are instance addresses from the config or Consul, not client input.
-type ByAddress<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+type IdleByAddress = HashMap<Box<str>, Vec<Idle>, foldhash::fast::RandomState>;
 
 struct Pool {
-    idle: ByAddress<Vec<Idle>>,
+    idle: IdleByAddress,
     last_sweep: Instant,
     /// Whether this thread runs the sweep on a timer.
     timed: bool,
@@ -76,7 +76,7 @@ impl Pool {
 
 thread_local! {
     static POOL: RefCell<Pool> =
-        RefCell::new(Pool { idle: ByAddress::default(), last_sweep: Instant::now(), timed: false });
+        RefCell::new(Pool { idle: IdleByAddress::default(), last_sweep: Instant::now(), timed: false });
 }
 
 /// Sweeps this thread's pool now (see the module doc).
