@@ -4,12 +4,17 @@
 //! Every section body is checked before it is embedded in a page, so this
 //! runs on every byte mosaic composes. Measured with callgrind on the bench
 //! page, `serde_json::from_slice::<IgnoredAny>` spent ~18 % of all gateway
-//! instructions here. This check validates UTF-8 once for the whole body
-//! (std's ASCII fast path), walks the structure in one loop with the open
-//! containers as a bit stack (no recursion, no allocation), and scans string
-//! contents sixteen bytes per step: SSE2 compares on x86-64 (through
-//! `safe_arch`: the crate forbids `unsafe`), eight-byte words elsewhere. A
-//! differential test keeps it in agreement with serde_json.
+//! instructions here. This check walks the structure in one loop with the
+//! open containers as a bit stack (no recursion, no allocation) and scans
+//! string contents sixteen bytes per step: SSE2 compares on x86-64 (through
+//! `safe_arch`: the crate forbids `unsafe`), eight-byte words elsewhere.
+//!
+//! UTF-8 is validated in the same pass, not in one of its own over the
+//! whole body: outside strings the grammar accepts ASCII bytes only, so a
+//! non-ASCII byte can only be valid inside a string, and the string scan
+//! hands each run of non-ASCII text to std's validator when it meets one.
+//! Section bodies are mostly ASCII, so most bodies are read once, not twice.
+//! A differential test keeps it in agreement with serde_json.
 
 /// Nesting this deep is refused, as serde_json refuses it when it builds
 /// values (its default recursion limit: 127 levels pass). The bit stack
@@ -18,7 +23,7 @@ const MAX_DEPTH: u32 = 127;
 
 /// True when `body` is exactly one JSON value.
 pub fn is_json(body: &[u8]) -> bool {
-    std::str::from_utf8(body).is_ok() && structure(body)
+    structure(body)
 }
 
 /// The grammar, iteratively: a value, then closing brackets or a comma and
@@ -117,12 +122,11 @@ fn literal(b: &[u8], i: usize, word: &[u8]) -> Option<usize> {
 }
 
 /// The end (one past the closing quote) of a string whose contents start at
-/// `i`: no raw control characters, valid escapes. UTF-8 validity was checked
-/// for the whole body up front.
+/// `i`: no raw control characters, valid escapes, valid UTF-8.
 #[inline(always)]
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        i = skip_plain(b, i);
+        i = skip_plain::<true>(b, i);
         match b.get(i)? {
             b'"' => return Some(i + 1),
             b'\\' => match b.get(i + 1)? {
@@ -136,26 +140,39 @@ fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
                 }
                 _ => return None,
             },
+            0x80.. => i = non_ascii_end(b, i)?,
             // A control character.
             _ => return None,
         }
     }
 }
 
+/// Where a run of string text that holds non-ASCII bytes, starting at `i`,
+/// ends (at the next `"`, `\\` or control character), if that run is valid
+/// UTF-8. Those three are ASCII, and an ASCII byte is never part of a
+/// multi-byte sequence, so runs split there are split between characters:
+/// the string is valid UTF-8 exactly when each of its runs is.
+#[cold]
+fn non_ascii_end(b: &[u8], i: usize) -> Option<usize> {
+    let end = skip_plain::<false>(b, i);
+    std::str::from_utf8(b.get(i..end)?).is_ok().then_some(end)
+}
+
 /// The first byte at or after `i` that needs attention inside a string:
-/// `"`, `\\` or a control character (or the end of the body).
+/// `"`, `\\` or a control character, and with `NON_ASCII` also a byte at or
+/// above 0x80 (or the end of the body).
 #[inline(always)]
-fn skip_plain(b: &[u8], mut i: usize) -> usize {
+fn skip_plain<const NON_ASCII: bool>(b: &[u8], mut i: usize) -> usize {
     while let Some(chunk) = b.get(i..i + 16) {
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(chunk);
-        match first_special_16(bytes) {
+        match first_special_16::<NON_ASCII>(bytes) {
             Some(at) => return i + at,
             None => i += 16,
         }
     }
     while let Some(&byte) = b.get(i) {
-        if byte < 0x20 || byte == b'"' || byte == b'\\' {
+        if byte < 0x20 || byte == b'"' || byte == b'\\' || (NON_ASCII && byte >= 0x80) {
             break;
         }
         i += 1;
@@ -163,12 +180,18 @@ fn skip_plain(b: &[u8], mut i: usize) -> usize {
     i
 }
 
-/// Index of the first `"`, `\\` or byte below 0x20 in sixteen bytes: one
-/// SSE2 compare per kind and a mask (SSE2 is part of every x86-64 CPU;
-/// `safe_arch` exposes it without `unsafe`).
+#[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+use first_special_16_sse2 as first_special_16;
+#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+use first_special_16_words as first_special_16;
+
+/// Index of the first `"`, `\\` or byte below 0x20 (and with `NON_ASCII`,
+/// byte at or above 0x80) in sixteen bytes: one SSE2 compare per kind and a
+/// mask (SSE2 is part of every x86-64 CPU; `safe_arch` exposes it without
+/// `unsafe`). A byte's top bit is its own mask bit, so non-ASCII costs an OR.
 #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
 #[inline(always)]
-fn first_special_16(bytes: [u8; 16]) -> Option<usize> {
+fn first_special_16_sse2<const NON_ASCII: bool>(bytes: [u8; 16]) -> Option<usize> {
     use safe_arch::{
         cmp_eq_mask_i8_m128i, load_unaligned_m128i, min_u8_m128i, move_mask_i8_m128i,
         set_splat_i8_m128i,
@@ -178,15 +201,21 @@ fn first_special_16(bytes: [u8; 16]) -> Option<usize> {
     let backslash = cmp_eq_mask_i8_m128i(v, set_splat_i8_m128i(b'\\' as i8));
     // min(v, 0x1f) == v exactly for the bytes at or below 0x1f.
     let control = cmp_eq_mask_i8_m128i(min_u8_m128i(v, set_splat_i8_m128i(0x1f)), v);
-    let special = move_mask_i8_m128i(quote | backslash | control);
+    let special = if NON_ASCII {
+        move_mask_i8_m128i(quote | backslash | control | v)
+    } else {
+        move_mask_i8_m128i(quote | backslash | control)
+    };
     (special != 0).then(|| special.trailing_zeros() as usize)
 }
 
-/// Index of the first `"`, `\\` or byte below 0x20 in sixteen bytes, as
-/// two eight-byte words (where SSE2 is not there).
-#[cfg(not(all(target_arch = "x86_64", target_feature = "sse2")))]
+/// Index of the first `"`, `\\` or byte below 0x20 (and with `NON_ASCII`,
+/// byte at or above 0x80) in sixteen bytes, as two eight-byte words (where
+/// SSE2 is not there). Compiled everywhere so that its test runs on x86-64
+/// too.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "sse2"), allow(dead_code))]
 #[inline(always)]
-fn first_special_16(bytes: [u8; 16]) -> Option<usize> {
+fn first_special_16_words<const NON_ASCII: bool>(bytes: [u8; 16]) -> Option<usize> {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
@@ -196,8 +225,10 @@ fn first_special_16(bytes: [u8; 16]) -> Option<usize> {
         let x = u64::from_le_bytes(eight);
         // Bytes below 0x20 (ASCII only: high bytes masked out), '"' or '\\'.
         let control = x.wrapping_sub(ONES * 0x20) & !x & HIGHS;
-        let special =
-            control | has_zero(x ^ (ONES * b'"' as u64)) | has_zero(x ^ (ONES * b'\\' as u64));
+        let special = control
+            | has_zero(x ^ (ONES * b'"' as u64))
+            | has_zero(x ^ (ONES * b'\\' as u64))
+            | if NON_ASCII { x & HIGHS } else { 0 };
         if special != 0 {
             return Some(half * 8 + (special.trailing_zeros() / 8) as usize);
         }
@@ -298,6 +329,11 @@ mod tests {
             b"{1:2}",
             b"[1 2]",
             b"NaN",
+            // Non-ASCII outside strings: a byte-order mark, a bare letter.
+            b"\xef\xbb\xbf{}",
+            b"[1,\xc3\xa9]",
+            b"{\"a\":1}\xc3\xa9",
+            b"{\"a\"\xc2\xa0:1}",
         ];
         for body in bad {
             assert!(!is_json(body), "{:?}", String::from_utf8_lossy(body));
@@ -345,6 +381,14 @@ mod tests {
             b"\t",
             b"\\x",
             b"\xc3\xa9",
+            b"\xe2\x82\xac",
+            b"\xf0\x9f\x98\x80",
+            b"\xe2\x82",
+            b"\xc3",
+            b"\xa9",
+            b"\xff",
+            b"\xed\xa0\x80",
+            b"\xc3\xa9\\n\xc3\xa9",
             b" ",
         ];
         for len in 0..40 {
@@ -362,6 +406,44 @@ mod tests {
         }
     }
 
+    /// The eight-byte-word scan (used where SSE2 is not) finds the same
+    /// first special byte as a byte loop, for every byte value at every
+    /// position, over a background of plain and of non-ASCII text.
+    #[test]
+    fn word_scan_finds_the_first_special_byte() {
+        fn expected(bytes: &[u8; 16], non_ascii: bool) -> Option<usize> {
+            bytes
+                .iter()
+                .position(|&b| b < 0x20 || b == b'"' || b == b'\\' || (non_ascii && b >= 0x80))
+        }
+        for background in [b'a', 0xa9] {
+            for at in 0..16 {
+                for byte in 0..=255u8 {
+                    let mut bytes = [background; 16];
+                    bytes[at] = byte;
+                    assert_eq!(
+                        super::first_special_16_words::<false>(bytes),
+                        expected(&bytes, false),
+                        "{bytes:?}"
+                    );
+                    assert_eq!(
+                        super::first_special_16_words::<true>(bytes),
+                        expected(&bytes, true),
+                        "{bytes:?}"
+                    );
+                    // Two specials: the first one counts.
+                    if at < 15 {
+                        bytes[at + 1] = b'"';
+                        assert_eq!(
+                            super::first_special_16_words::<false>(bytes),
+                            expected(&bytes, false)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Random mutations of valid documents: both validators must agree.
     #[test]
     fn agrees_with_serde_json_on_mutated_documents() {
@@ -371,7 +453,8 @@ mod tests {
             r#"{"reviews":[{"rating":5,"body":"Great value. Arrived quickly!"},{"rating":1,"body":"\ud83d\ude00"}]}"#,
             r#"{"a" : [ {"b":{}}, [[]], "long text that spans more than sixteen bytes \" here", 1e5 ] , "c":{"d":[0,{"e":-0.5}]}}"#,
         ];
-        let alphabet = b"{}[],:\"\\ -+.eE0123456789abcdefntrlsu\t\n\x01\xc3\xa9";
+        let alphabet =
+            b"{}[],:\"\\ -+.eE0123456789abcdefntrlsu\t\n\x01\xc3\xa9\xe2\x82\xac\xf0\x9f\xff\x80";
         let mut rng = fastrand::Rng::with_seed(7);
         for round in 0..20_000 {
             let mut doc = seeds[round % seeds.len()].as_bytes().to_vec();

@@ -5,7 +5,7 @@
 
 use actix_web::http::header::HeaderValue;
 
-use super::request_id::hex;
+use super::request_id::{hex16, hex32};
 
 /// The trace this request belongs to.
 #[derive(Debug, Clone)]
@@ -30,7 +30,7 @@ pub fn trace_context(traceparent: Option<&HeaderValue>) -> TraceContext {
     let (trace_id, flags): (&[u8], &[u8]) = match incoming {
         Some((trace_id, flags)) => (trace_id.as_bytes(), flags.as_bytes()),
         None => {
-            generated = hex(nonzero_u128(), 32);
+            generated = hex32(nonzero_u128());
             (&generated[..], b"01")
         }
     };
@@ -39,7 +39,7 @@ pub fn trace_context(traceparent: Option<&HeaderValue>) -> TraceContext {
     value[..3].copy_from_slice(b"00-");
     value[3..35].copy_from_slice(trace_id);
     value[35] = b'-';
-    value[36..52].copy_from_slice(&hex(u128::from(nonzero_u64()), 16)[..16]);
+    value[36..52].copy_from_slice(&hex16(nonzero_u64()));
     value[52] = b'-';
     value[53..].copy_from_slice(flags);
     // Hex and dashes are always a valid header value.
