@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The performance gate in CI: instructions per page and per proxied request,
+# counted by callgrind (benches/callgrind.sh), against a budget.
+#
+#   benches/instruction_budget.sh target/release/mosaic
+#
+# Wall-clock speed cannot be asserted on a shared VM (BENCHMARKS.md: the same
+# build's cost moves by 10-20 % within an hour), but instruction counts for a
+# fixed input are repeatable to ~0.2 %. The budgets sit ~13 % above what the
+# build measured when they were set (BENCHMARKS.md, session 6), so that a
+# compiler or dependency update passes and a design regression fails: going
+# back to building JSON values for the check, a second pass over bodies, an
+# actor hop or a header map per call each cost more than the headroom.
+# When a change needs more instructions on purpose, raise the budget in the
+# same commit and say why there and in BENCHMARKS.md.
+#
+# Inputs: the harness's back ends and mosaic config, frozen in
+# benches/fixtures/. Needs nginx, valgrind and python3.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+MOSAIC=${1:?usage: benches/instruction_budget.sh target/release/mosaic}
+
+# Set 2026-11-27 on 74e1eec: 154,520 per page, 30,638 per proxied request.
+PAGE_BUDGET=175000
+PROXY_BUDGET=35000
+
+measure() { # path requests -> instructions per request
+    BENCH_DIR="$HERE/fixtures" "$HERE/callgrind.sh" "$MOSAIC" "$1" "$2" \
+        | awk -F'instructions_per_request=' '/^RESULT/ {print $2}'
+}
+
+failed=0
+check() { # name path requests budget
+    local got
+    got=$(measure "$2" "$3")
+    if [[ -z $got ]]; then
+        echo "instruction budget: could not measure $1 ($2)" >&2
+        failed=1
+    elif ((got > $4)); then
+        echo "instruction budget: $1 costs $got instructions per request, over its budget of $4" >&2
+        failed=1
+    else
+        echo "instruction budget: $1 $got instructions per request (budget $4)"
+    fi
+}
+check page /products/42 2000 "$PAGE_BUDGET"
+check proxy /api/cart/items 5000 "$PROXY_BUDGET"
+exit "$failed"
