@@ -15,6 +15,8 @@
 # memcpy weighs more here than on the CPU. Needs nginx and valgrind.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/lib.sh
+source "$HERE/lib.sh"
 MOSAIC=$(realpath "$1")
 REQ_PATH=${2:-/api/cart/items}
 N=${3:-20000}
@@ -23,23 +25,13 @@ RUN=$(mktemp -d /tmp/mosaic-callgrind.XXXXXX)
 VG=""
 cleanup() {
     [[ -n $VG ]] && kill -INT "$VG" 2>/dev/null || true
-    if [[ -f $RUN/backends/nginx.pid ]]; then kill "$(cat "$RUN/backends/nginx.pid")" 2>/dev/null || true; fi
+    stop_backends "$RUN"
 }
 trap cleanup EXIT
 
-for tool in nginx valgrind callgrind_control callgrind_annotate; do
-    command -v "$tool" >/dev/null || { echo "$tool is needed (apt-get install nginx valgrind)" >&2; exit 1; }
-done
-for port in 7101 7102 7103 7104 7105 7106 7107 8080 9901; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "port $port is taken" >&2
-        exit 1
-    fi
-done
-
-mkdir -p "$RUN/backends/logs" "$RUN/backends/tmp"
-sed -e "s/@BACKEND_WORKERS@/1/" "$BENCH/backends.conf.tmpl" >"$RUN/backends/nginx.conf"
-nginx -p "$RUN/backends" -c "$RUN/backends/nginx.conf" -g 'daemon on;'
+require_tools "apt-get install nginx valgrind" nginx valgrind callgrind_control callgrind_annotate
+require_free_ports
+start_backends "$RUN" "$BENCH"
 
 RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --dump-instr=no \
     --callgrind-out-file="$RUN/callgrind.out" \

@@ -16,6 +16,8 @@
 # Needs nginx, wrk, perf and inferno (`cargo install inferno`).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/lib.sh
+source "$HERE/lib.sh"
 MOSAIC=$(realpath "$1")
 REQ_PATH=${2:-/products/42}
 SECONDS_SAMPLED=${3:-5}
@@ -24,31 +26,19 @@ RUN=$(mktemp -d /tmp/mosaic-flamegraph.XXXXXX)
 GW=""
 cleanup() {
     [[ -n $GW ]] && kill -TERM "$GW" 2>/dev/null || true
-    if [[ -f $RUN/backends/nginx.pid ]]; then kill "$(cat "$RUN/backends/nginx.pid")" 2>/dev/null || true; fi
+    stop_backends "$RUN"
 }
 trap cleanup EXIT
 
 PATH="$PATH:$HOME/.cargo/bin"
-for tool in nginx wrk perf inferno-collapse-perf inferno-flamegraph; do
-    command -v "$tool" >/dev/null || {
-        echo "$tool is needed (apt-get install nginx wrk linux-perf; cargo install inferno)" >&2
-        exit 1
-    }
-done
-for port in 7101 7102 7103 7104 7105 7106 7107 8080 9901; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "port $port is taken" >&2
-        exit 1
-    fi
-done
+require_tools "apt-get install nginx wrk linux-perf; cargo install inferno" \
+    nginx wrk perf inferno-collapse-perf inferno-flamegraph
+require_free_ports
 PIN_GW=() PIN_REST=()
 if (($(nproc) >= 2)) && command -v taskset >/dev/null; then
     PIN_GW=(taskset -c 0) PIN_REST=(taskset -c 1)
 fi
-
-mkdir -p "$RUN/backends/logs" "$RUN/backends/tmp"
-sed -e "s/@BACKEND_WORKERS@/1/" "$BENCH/backends.conf.tmpl" >"$RUN/backends/nginx.conf"
-"${PIN_REST[@]}" nginx -p "$RUN/backends" -c "$RUN/backends/nginx.conf" -g 'daemon on;'
+start_backends "$RUN" "$BENCH" "${PIN_REST[@]}"
 
 "${PIN_GW[@]}" "$MOSAIC" run --config "$BENCH/mosaic-bench.toml" >"$RUN/gateway.log" 2>&1 &
 GW=$!

@@ -16,6 +16,8 @@
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=benches/lib.sh
+source "$HERE/lib.sh"
 MOSAIC=$(realpath "$1")
 ROUNDS=${2:-3}
 BENCH=${BENCH_DIR:-$HERE/../../shared/bench}
@@ -26,22 +28,15 @@ PIDS=()
 
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    if [[ -f $RUN/backends/nginx.pid ]]; then kill "$(cat "$RUN/backends/nginx.pid")" 2>/dev/null || true; fi
+    stop_backends "$RUN"
 }
 trap cleanup EXIT
 
-command -v wrk >/dev/null || { echo "wrk is needed (apt-get install wrk)" >&2; exit 1; }
-for port in 7101 7102 7103 7104 7105 7106 7107 8080 9901; do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-        echo "port $port is taken" >&2
-        exit 1
-    fi
-done
+require_tools "apt-get install wrk" wrk
+require_free_ports
 
 if command -v nginx >/dev/null && [[ -f $BENCH/backends.conf.tmpl ]]; then
-    mkdir -p "$RUN/backends/logs" "$RUN/backends/tmp"
-    sed -e "s/@BACKEND_WORKERS@/1/" "$BENCH/backends.conf.tmpl" >"$RUN/backends/nginx.conf"
-    taskset -c 1 nginx -p "$RUN/backends" -c "$RUN/backends/nginx.conf" -g 'daemon on;'
+    start_backends "$RUN" "$BENCH" taskset -c 1
     echo "backends: nginx ($BENCH/backends.conf.tmpl)"
 else
     port=7101
