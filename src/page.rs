@@ -188,7 +188,7 @@ fn millis(duration: Duration) -> u64 {
 
 /// A decimal integer.
 fn put_uint(out: &mut BytesMut, n: u64) {
-    out.put_slice(crate::decimal::decimal(n, 1, &mut Default::default()).as_bytes());
+    out.put_slice(crate::digits::decimal(n, 1, &mut Default::default()).as_bytes());
 }
 
 #[cfg(test)]

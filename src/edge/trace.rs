@@ -5,7 +5,7 @@
 
 use actix_web::http::header::HeaderValue;
 
-use super::request_id::{hex16, hex32};
+use crate::digits::{hex16, hex32};
 
 /// The trace this request belongs to.
 #[derive(Debug, Clone)]

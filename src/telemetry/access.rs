@@ -241,7 +241,7 @@ fn push_uint(out: &mut String, n: u64) {
 
 /// `n` in decimal, at least `width` digits (zero-padded).
 fn push_padded(out: &mut String, n: u64, width: usize) {
-    out.push_str(crate::decimal::decimal(n, width, &mut Default::default()));
+    out.push_str(crate::digits::decimal(n, width, &mut Default::default()));
 }
 
 /// Milliseconds with three decimals, e.g. `1.500`.

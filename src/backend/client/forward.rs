@@ -24,6 +24,7 @@ use tokio::io::AsyncWriteExt;
 use super::pool;
 use super::wire::{Conn, Framing, RawField, WireError};
 use crate::backend::FetchError;
+use crate::digits::hex;
 
 /// How the request body is framed towards the service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,8 +241,8 @@ where
         }
         head_pending = false;
         if chunked {
-            let mut size = [0u8; 18];
-            conn.write_buf.extend_from_slice(hex(chunk.len(), &mut size));
+            let mut size = [0u8; 16];
+            conn.write_buf.extend_from_slice(hex(chunk.len() as u64, &mut size));
             conn.write_buf.extend_from_slice(b"\r\n");
         }
         conn.write_buf.extend_from_slice(&chunk);
@@ -270,19 +271,6 @@ where
     match tokio::time::timeout(limits.timeout, conn.read_head(head_request, Some(fields))).await {
         Err(_) => Err(upstream(FetchError::Timeout)),
         Ok(result) => Ok(result.map(|(head, len)| (head, len, true))),
-    }
-}
-
-/// `n` in lowercase hex (a chunk size).
-fn hex(mut n: usize, out: &mut [u8; 18]) -> &[u8] {
-    let mut at = out.len();
-    loop {
-        at -= 1;
-        out[at] = b"0123456789abcdef"[n & 0xf];
-        n >>= 4;
-        if n == 0 {
-            return &out[at..];
-        }
     }
 }
 
@@ -845,10 +833,10 @@ mod tests {
 
     #[test]
     fn chunk_sizes_are_lowercase_hex() {
-        let mut buf = [0u8; 18];
+        let mut buf = [0u8; 16];
         assert_eq!(hex(0, &mut buf), b"0");
         assert_eq!(hex(255, &mut buf), b"ff");
         assert_eq!(hex(0x1a2b3c, &mut buf), b"1a2b3c");
-        assert_eq!(hex(usize::MAX, &mut buf), b"ffffffffffffffff");
+        assert_eq!(hex(u64::MAX, &mut buf), b"ffffffffffffffff");
     }
 }
