@@ -9,6 +9,8 @@
 //! - [`page`]: the page envelope (`_mosaic`), section sources and errors, status rules.
 //! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
 //!   cache, shared calls, load balancing, HTTP client and default response.
+//! - [`http1`]: HTTP/1.1 message rules shared by the edge and the client: hop-by-hop
+//!   headers, strict `Content-Length`, the one response decoder.
 //! - [`gateway`]: the shared state: the runtime in force, reload.
 //! - [`discovery`]: where backends' instances come from: static lists, or Consul
 //!   blocking queries run by each backend's actor.
@@ -38,6 +40,7 @@ pub mod digits;
 pub mod discovery;
 pub mod edge;
 pub mod gateway;
+pub mod http1;
 pub mod page;
 pub mod runtime;
 pub mod telemetry;

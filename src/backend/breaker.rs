@@ -315,6 +315,38 @@ impl Breaker {
     }
 }
 
+impl BreakerPermit<'_> {
+    /// Ends the borrow of the breaker for an outcome that is known only
+    /// later (a streamed body): the detached permit must go back to this
+    /// same breaker through [`Breaker::record_detached`] or
+    /// [`Breaker::release_detached`] (`backend::HeldPermit` does that).
+    pub(crate) fn detach(self) -> DetachedPermit {
+        let detached = DetachedPermit { trial: self.trial };
+        // Its `Drop` would release a trial slot that the detached permit
+        // still holds.
+        std::mem::forget(self);
+        detached
+    }
+}
+
+/// A [`BreakerPermit`] no longer tied to its breaker's lifetime.
+#[derive(Debug)]
+pub(crate) struct DetachedPermit {
+    trial: bool,
+}
+
+impl Breaker {
+    /// [`Breaker::record`] for a detached permit.
+    pub(crate) fn record_detached(&self, permit: DetachedPermit, upstream_fault: bool) {
+        self.record(BreakerPermit { breaker: self, trial: permit.trial }, upstream_fault);
+    }
+
+    /// Gives a detached permit back unrecorded (the call was abandoned).
+    pub(crate) fn release_detached(&self, permit: DetachedPermit) {
+        drop(BreakerPermit { breaker: self, trial: permit.trial });
+    }
+}
+
 impl Drop for BreakerPermit<'_> {
     fn drop(&mut self) {
         if self.trial {

@@ -111,6 +111,32 @@ pub struct Admission<'a> {
     pub slot: BulkheadSlot,
 }
 
+/// A breaker permit held past the call that took it, for an outcome known
+/// only when a streamed body ends. Dropped unrecorded (the client went
+/// away), it records nothing and frees its half-open trial slot.
+#[derive(Debug)]
+pub struct HeldPermit {
+    backend: Arc<Backend>,
+    permit: Option<breaker::DetachedPermit>,
+}
+
+impl HeldPermit {
+    /// Records the outcome.
+    pub fn record(mut self, upstream_fault: bool) {
+        if let Some(permit) = self.permit.take() {
+            self.backend.breaker.record_detached(permit, upstream_fault);
+        }
+    }
+}
+
+impl Drop for HeldPermit {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.backend.breaker.release_detached(permit);
+        }
+    }
+}
+
 /// One backend's shared state.
 #[derive(Debug)]
 pub struct Backend {
@@ -485,6 +511,11 @@ impl Backend {
                 .unwrap_or(Err(on_expiry));
         self.stats.attempt(&result, started.elapsed());
         result
+    }
+
+    /// Keeps `permit` past this borrow (see [`HeldPermit`]).
+    pub fn hold(self: &Arc<Self>, permit: BreakerPermit<'_>) -> HeldPermit {
+        HeldPermit { backend: self.clone(), permit: Some(permit.detach()) }
     }
 
     /// A snapshot for the admin API.

@@ -22,6 +22,9 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_MAX_BODY: u64 = 1024 * 1024;
 /// Default `server.client_timeout`: time a client has to send its request headers.
 pub const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `server.body_timeout`: time a client has to send a whole request
+/// body (an upload of `max_body` at about 35 KB/s).
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `server.keep_alive`: how long an idle client connection is kept
 /// open (nginx's `keepalive_timeout` default).
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(75);
@@ -73,6 +76,10 @@ pub struct ServerConfig {
     pub max_body: u64,
     /// A client must send its full request headers within this time.
     pub client_timeout: Duration,
+    /// A client must send a whole request body within this time of its
+    /// request's arrival (and never go silent for `client_timeout` while it
+    /// does).
+    pub body_timeout: Duration,
     /// An idle client connection is closed after this long.
     pub keep_alive: Duration,
     /// Grace period for in-flight requests on shutdown.

@@ -26,6 +26,7 @@ pub(crate) struct RawServer {
     pub workers: Option<i64>,
     pub max_body: Option<toml::Value>,
     pub client_timeout: Option<toml::Value>,
+    pub body_timeout: Option<toml::Value>,
     pub keep_alive: Option<toml::Value>,
     pub shutdown_grace: Option<toml::Value>,
 }

@@ -111,6 +111,15 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         }
         ok
     });
+    let body_timeout =
+        duration_or(sink, "server.body_timeout", raw.body_timeout.as_ref(), DEFAULT_BODY_TIMEOUT)
+            .filter(|d| {
+                let ok = *d >= MIN_CLIENT_TIMEOUT;
+                if !ok {
+                    sink.push("server.body_timeout", "must be at least 1s, e.g. \"30s\"");
+                }
+                ok
+            });
     let keep_alive =
         duration_or(sink, "server.keep_alive", raw.keep_alive.as_ref(), DEFAULT_KEEP_ALIVE);
     let shutdown_grace = duration_or(
@@ -124,6 +133,7 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         workers: workers?,
         max_body: max_body?,
         client_timeout: client_timeout?,
+        body_timeout: body_timeout?,
         keep_alive: keep_alive?,
         shutdown_grace: shutdown_grace?,
     })

@@ -9,6 +9,7 @@
 pub mod client_headers;
 pub mod page;
 pub mod proxy;
+pub mod request_body;
 pub mod request_id;
 pub mod signals;
 pub mod trace;
@@ -182,6 +183,7 @@ async fn dispatch(
         .routes
         .iter()
         .find_map(|route| route.config.template.match_path(path).map(|raw| (route, raw)));
+    let mut logs_itself = false;
     // `elapsed`: when already read (one clock read serves the proxy
     // duration metric and the access line).
     let (route_label, counters, mut response, page_log, elapsed) =
@@ -191,11 +193,19 @@ async fn dispatch(
         } else if let Some(proxy) =
             runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
         {
-            let response =
-                proxy::forward(&req, &client, payload, proxy, &per_request, server, arrived).await;
+            let request = proxy::ProxyRequest {
+                req: &req,
+                client: &client,
+                per_request: &per_request,
+                request_id: &request_id,
+                trace_id: trace.trace_id(),
+                arrived,
+            };
+            let proxied = proxy::forward(&request, payload, proxy, server).await;
             let elapsed = arrived.elapsed();
             proxy.duration.record(elapsed.as_secs_f64());
-            (proxy.config.prefix.as_str(), &proxy.requests, response, None, Some(elapsed))
+            logs_itself = proxied.logs_itself;
+            (proxy.config.prefix.as_str(), &proxy.requests, proxied.response, None, Some(elapsed))
         } else {
             let response = error_response(StatusCode::NOT_FOUND, "not_found", None);
             ("unmatched", &runtime.unmatched, response, None, None)
@@ -203,7 +213,7 @@ async fn dispatch(
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = response.status().as_u16();
     counters.record(status);
-    if telemetry::access::enabled() {
+    if telemetry::access::enabled() && !logs_itself {
         let elapsed = elapsed.unwrap_or_else(|| arrived.elapsed());
         access_log(&req, &request_id, trace.trace_id(), route_label, status, elapsed, page_log);
     }
@@ -235,6 +245,7 @@ fn access_log(
         status,
         elapsed,
         page: page.as_ref().map(|p| (p.complete, p.degraded.as_str())),
+        body_error: None,
     });
 }
 

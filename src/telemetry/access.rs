@@ -64,6 +64,10 @@ pub struct AccessLine<'a> {
     pub elapsed: Duration,
     /// For pages: completeness and the degraded sections.
     pub page: Option<(bool, &'a str)>,
+    /// For a proxied body streamed after its head: how it ended when it did
+    /// not end cleanly (an error name such as `timeout`, or `client_closed`).
+    /// Such a line is written when the body ends, `elapsed` to that moment.
+    pub body_error: Option<&'a str>,
 }
 
 /// A worker's batch is handed to the log thread when it holds this much:
@@ -183,6 +187,10 @@ fn json(out: &mut String, l: &AccessLine<'_>) {
         out.push_str(",\"degraded\":");
         json_string(out, degraded);
     }
+    if let Some(error) = l.body_error {
+        out.push_str(",\"body_error\":");
+        json_string(out, error);
+    }
     out.push('}');
 }
 
@@ -216,6 +224,11 @@ fn human(out: &mut String, l: &AccessLine<'_>) {
         } else {
             let _ = write!(out, "{degraded:?}");
         }
+    }
+    if let Some(error) = l.body_error {
+        // Error names are plain ASCII words.
+        out.push_str(" body_error=");
+        out.push_str(error);
     }
 }
 
@@ -321,6 +334,7 @@ mod tests {
                 status: 200,
                 elapsed: Duration::from_micros(1500),
                 page: Some((false, "price:stale:timeout")),
+                body_error: Some("timeout"),
             },
         );
         let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
@@ -328,6 +342,7 @@ mod tests {
         assert_eq!(v["status"], 200);
         assert_eq!(v["complete"], false);
         assert_eq!(v["degraded"], "price:stale:timeout");
+        assert_eq!(v["body_error"], "timeout");
         assert_eq!(v["target"], "mosaic::access");
         assert_eq!(v["elapsed_ms"], 1.5);
         let stamp = v["timestamp"].as_str().expect("timestamp");
@@ -350,6 +365,7 @@ mod tests {
             status: 503,
             elapsed: Duration::from_micros(12_034),
             page: Some((false, "price:none:timeout")),
+            body_error: None,
         };
         human(&mut out, &line);
         let (stamp, rest) = out.split_once("  ").expect("timestamp, then the line");
@@ -362,6 +378,9 @@ mod tests {
         out.clear();
         human(&mut out, &AccessLine { page: Some((true, "odd \"name\"")), ..line });
         assert!(out.ends_with(r#"complete=true degraded="odd \"name\"""#), "{out}");
+        out.clear();
+        human(&mut out, &AccessLine { page: None, body_error: Some("connect"), ..line });
+        assert!(out.ends_with("status=503 elapsed_ms=12.034 body_error=connect"), "{out}");
     }
 
     #[test]

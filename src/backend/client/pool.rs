@@ -88,15 +88,18 @@ pub fn sweep() {
     });
 }
 
-/// A connection from the pool: the most recently used one (the likeliest
-/// to still be open at the other end), with when it was opened. `now`:
+/// A connection from the pool: the most recently used one that is still
+/// idle and open (checked with one non-blocking read, see
+/// `Conn::is_idle_and_open`), with when it was opened. `now`:
 /// the caller's reading of the clock (one read serves a whole exchange).
 pub fn checkout(address: &str, now: Instant) -> Option<(Conn, Instant)> {
     POOL.with(|pool| {
         let mut pool = pool.borrow_mut();
         let list = pool.idle.get_mut(address)?;
+        // Expired, closed by the service, or holding bytes nobody asked
+        // for: closed (dropped) rather than used.
         while let Some(idle) = list.pop() {
-            if !idle.expired(now) {
+            if !idle.expired(now) && idle.conn.is_idle_and_open() {
                 return Some((idle.conn, idle.opened_at));
             }
         }

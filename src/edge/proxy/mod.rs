@@ -1,0 +1,350 @@
+//! Proxy routes (`[[proxy]]`): any method, bodies streamed both ways.
+//!
+//! A request is checked before anything is sent ([`path`] and [`headers`]
+//! rules, its declared length), its body's first bytes are read before it
+//! takes a place in the backend's bulkhead (`edge::request_body`), then the
+//! backend's breaker, bulkhead and per-attempt timeout apply (the timeout
+//! bounds the wait for the response headers and each wait for more of a
+//! streamed body). Only idempotent requests without a body are retried on
+//! another instance. The answer goes back through [`relay`].
+
+pub mod headers;
+pub mod path;
+pub mod relay;
+
+pub use path::{has_dot_segment, matches, target_path};
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::{web, HttpRequest, HttpResponse};
+use tokio::time::Instant;
+
+use super::client_headers::ClientHeaders;
+use super::error_response;
+use super::request_body::{BodyLimits, RequestBody, ADMISSION_PREFIX};
+use crate::backend::balancer::Instance;
+use crate::backend::breaker::BreakerPermit;
+use crate::backend::client;
+use crate::backend::client::forward::{
+    ForwardError, Incoming, IncomingBody, Limits, Outgoing, RequestBody as Framing,
+};
+use crate::backend::{Admission, Backend, FetchError};
+use crate::config::ServerConfig;
+use crate::http1::fields::parse_content_length;
+use crate::runtime::ProxyRuntime;
+use relay::{DeferredAccess, OpenCall};
+
+/// The proxied request, as the edge read it.
+#[derive(Debug)]
+pub struct ProxyRequest<'a> {
+    /// The client's request.
+    pub req: &'a HttpRequest,
+    /// The headers the edge read from it.
+    pub client: &'a ClientHeaders<'a>,
+    /// Headers set per request (request id, trace context).
+    pub per_request: &'a [(HeaderName, HeaderValue)],
+    /// The request's `X-Request-Id`.
+    pub request_id: &'a HeaderValue,
+    /// Its W3C trace id.
+    pub trace_id: &'a str,
+    /// When it arrived.
+    pub arrived: Instant,
+}
+
+/// A proxied request's answer.
+#[derive(Debug)]
+pub struct Proxied {
+    /// What goes to the client.
+    pub response: HttpResponse,
+    /// The answer's body streams after its head and writes the access line
+    /// itself when it ends (the edge must not).
+    pub logs_itself: bool,
+}
+
+impl From<HttpResponse> for Proxied {
+    fn from(response: HttpResponse) -> Self {
+        Proxied { response, logs_itself: false }
+    }
+}
+
+/// The JSON error answered for a backend that could not be asked.
+pub(crate) fn proxy_error(status: StatusCode, error: FetchError, backend: &str) -> HttpResponse {
+    let body = serde_json::json!({ "error": error.as_str(), "backend": backend });
+    HttpResponse::build(status)
+        .insert_header((header::CONTENT_TYPE, "application/json"))
+        .body(body.to_string())
+}
+
+fn status_for(error: FetchError) -> StatusCode {
+    match error {
+        FetchError::CircuitOpen | FetchError::Rejected | FetchError::NoInstances => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        FetchError::Timeout | FetchError::Deadline => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The answer to a client's own fault; `None` for an upstream one.
+fn client_fault(error: ForwardError) -> Result<HttpResponse, FetchError> {
+    match error {
+        ForwardError::ClientStalled => {
+            Ok(error_response(StatusCode::REQUEST_TIMEOUT, "request_timeout", None))
+        }
+        ForwardError::ClientTooLarge => {
+            Ok(error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None))
+        }
+        ForwardError::ClientBroken => Ok(error_response(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            Some("request body incomplete or longer than declared"),
+        )),
+        ForwardError::Upstream(error) => Err(error),
+    }
+}
+
+/// Why a request is refused before anything is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// CONNECT would turn the connection into a tunnel; TRACE echoes the
+    /// request (cookies included) back. Neither goes to a service.
+    Method,
+    /// A path that could climb out of the prefix.
+    DotSegment,
+    /// A `Host` that is not `host[:port]`.
+    BadHost,
+    /// A `Content-Length` that is not digits.
+    BadLength,
+    /// A declared body over `max_body`.
+    TooLarge,
+}
+
+impl Refusal {
+    fn response(self) -> HttpResponse {
+        let bad_request =
+            |detail| error_response(StatusCode::BAD_REQUEST, "bad_request", Some(detail));
+        match self {
+            Refusal::Method => {
+                error_response(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
+            Refusal::DotSegment => bad_request("dot segment in path"),
+            Refusal::BadHost => bad_request("bad host"),
+            Refusal::BadLength => bad_request("bad content-length"),
+            Refusal::TooLarge => error_response(StatusCode::PAYLOAD_TOO_LARGE, "too_large", None),
+        }
+    }
+}
+
+/// What is wrong with a request before anything is sent, if anything; else
+/// its declared body length.
+fn check(request: &ProxyRequest<'_>, max_body: u64) -> Result<Option<u64>, Refusal> {
+    let req = request.req;
+    if matches!(*req.method(), Method::CONNECT | Method::TRACE) {
+        return Err(Refusal::Method);
+    }
+    if has_dot_segment(req.uri().path()) {
+        return Err(Refusal::DotSegment);
+    }
+    if request.client.host.is_some_and(|host| !headers::is_valid_host(host.as_bytes())) {
+        return Err(Refusal::BadHost);
+    }
+    let declared = match request.client.content_length {
+        None => None,
+        Some(value) => Some(parse_content_length(value.as_bytes()).ok_or(Refusal::BadLength)?),
+    };
+    if declared.is_some_and(|n| n > max_body) {
+        return Err(Refusal::TooLarge);
+    }
+    Ok(declared)
+}
+
+/// Forwards one request to `proxy`'s backend.
+pub async fn forward(
+    request: &ProxyRequest<'_>,
+    payload: web::Payload,
+    proxy: &ProxyRuntime,
+    server: &ServerConfig,
+) -> Proxied {
+    let req = request.req;
+    let backend = &proxy.backend;
+    let declared = match check(request, server.max_body) {
+        Ok(declared) => declared,
+        Err(refusal) => return refusal.response().into(),
+    };
+    let chunked = request.client.transfer_encoding;
+    let framing = match (chunked, declared) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) if n > 0 => Framing::Length(n),
+        _ => Framing::None,
+    };
+    let mut body = None;
+    if framing != Framing::None {
+        let limits = BodyLimits {
+            declared: declared.filter(|_| !chunked),
+            max_body: server.max_body,
+            idle: server.client_timeout,
+            deadline: request.arrived + server.body_timeout,
+        };
+        let mut prefetched = RequestBody::new(payload, limits);
+        // Before admission: a slow upload holds no slot while it trickles in.
+        if let Err(error) = prefetched.prefetch(ADMISSION_PREFIX).await {
+            return client_fault(error).unwrap_or_else(|_| unreachable_upstream()).into();
+        }
+        body = Some(prefetched);
+    }
+    let Admission { instances, permit, slot } = match backend.admit() {
+        Ok(admission) => admission,
+        Err(error) => return proxy_error(status_for(error), error, backend.name()).into(),
+    };
+    let target = target_path(
+        &proxy.config.prefix,
+        proxy.config.rewrite.as_deref(),
+        req.uri().path(),
+        req.uri().query().unwrap_or(""),
+    );
+    let header_lines = headers::outgoing_header_lines(req, request.client, request.per_request);
+    let outgoing = Outgoing {
+        method: req.method().as_str(),
+        target: &target,
+        header_lines: &header_lines,
+        body: framing,
+    };
+    // The first attempt starts when the request arrived (one clock read
+    // less per request); a retry reads the clock again.
+    let attempted = attempts(backend, &instances, permit, &outgoing, body, request.arrived).await;
+    let Attempted { incoming, permit, started } = match attempted {
+        Ok(attempted) => attempted,
+        Err(error) => {
+            return client_fault(error)
+                .unwrap_or_else(|error| proxy_error(status_for(error), error, backend.name()))
+                .into()
+        }
+    };
+    let head_elapsed = incoming.answered_at.saturating_duration_since(started.into_std());
+    let streams = matches!(incoming.body, IncomingBody::Stream(..));
+    let held = if streams {
+        permit.map(|permit| backend.hold(permit))
+    } else {
+        settle_now(backend, permit, incoming.status, head_elapsed);
+        None
+    };
+    let access = (streams && crate::telemetry::access::enabled()).then(|| DeferredAccess {
+        request_id: request.request_id.clone(),
+        trace_id: request.trace_id.into(),
+        method: req.method().clone(),
+        path: req.uri().path().into(),
+        route: Arc::from(proxy.config.prefix.as_str()),
+        arrived: request.arrived,
+    });
+    let logs_itself = access.is_some();
+    let call = OpenCall {
+        permit: held,
+        backend: backend.clone(),
+        slot,
+        started: started.into_std(),
+        head_elapsed,
+        access,
+    };
+    let head_request = *req.method() == Method::HEAD;
+    Proxied { response: relay::relay(incoming, head_request, call), logs_itself }
+}
+
+/// A client fault is all `RequestBody` reports; an upstream error cannot
+/// come from it.
+fn unreachable_upstream() -> HttpResponse {
+    error_response(StatusCode::INTERNAL_SERVER_ERROR, "internal", None)
+}
+
+/// An answer whose body has arrived whole: its attempt is settled at once.
+fn settle_now(
+    backend: &Backend,
+    permit: Option<BreakerPermit<'_>>,
+    status: u16,
+    elapsed: std::time::Duration,
+) {
+    let Some(permit) = permit else { return };
+    let server_error = (500..600).contains(&status);
+    backend.breaker.record(permit, server_error);
+    if server_error {
+        backend.stats.failed(FetchError::Status5xx, elapsed);
+    } else {
+        backend.stats.answered(status, elapsed);
+    }
+}
+
+/// The attempt that produced the answer to relay.
+struct Attempted<'a> {
+    incoming: Incoming,
+    /// Its breaker permit, still to be recorded; `None` when it was (a 5xx
+    /// whose retry could not start).
+    permit: Option<BreakerPermit<'a>>,
+    /// When the attempt started.
+    started: Instant,
+}
+
+/// The attempts of one proxied request: each failure recorded (breaker,
+/// counters), an idempotent bodiless request retried on another instance
+/// after a connect failure, a timeout or a 5xx, while the budget and the
+/// breaker allow.
+async fn attempts<'a>(
+    backend: &'a Backend,
+    instances: &[Instance],
+    mut permit: BreakerPermit<'a>,
+    outgoing: &Outgoing<'_>,
+    mut body: Option<RequestBody<web::Payload>>,
+    arrived: Instant,
+) -> Result<Attempted<'a>, ForwardError> {
+    let idempotent = matches!(outgoing.method, "GET" | "HEAD" | "OPTIONS");
+    // A body is streamed once, so only a bodiless idempotent request can be
+    // repeated (on another instance, or on a new connection when a pooled
+    // one turns out to be closed).
+    let repeatable = idempotent && body.is_none();
+    let mut retries_left = backend.retry_budget(instances, repeatable);
+    let limits = Limits { timeout: backend.config().timeout };
+    let mut previous = None;
+    let mut started = arrived;
+    loop {
+        let Some(index) = backend.balancer.pick(instances, previous) else {
+            return Err(ForwardError::Upstream(FetchError::NoInstances));
+        };
+        let address = &instances[index].address;
+        let result =
+            client::forward::forward(address, outgoing, body.take(), limits, repeatable, started)
+                .await;
+        let error = match result {
+            Ok(incoming) if !(500..600).contains(&incoming.status) || !repeatable => {
+                return Ok(Attempted { incoming, permit: Some(permit), started });
+            }
+            Ok(incoming) => {
+                // A 5xx to a request that could be repeated elsewhere.
+                backend.breaker.record(permit, true);
+                let elapsed = incoming.answered_at.saturating_duration_since(started.into_std());
+                backend.stats.failed(FetchError::Status5xx, elapsed);
+                match backend.permit_retry(&mut retries_left) {
+                    Some(next) => permit = next,
+                    None => return Ok(Attempted { incoming, permit: None, started }),
+                }
+                previous = Some(index);
+                started = Instant::now();
+                continue;
+            }
+            // The client's fault, not the backend's: record nothing.
+            Err(error @ ForwardError::Upstream(_)) => error,
+            Err(client_error) => return Err(client_error),
+        };
+        let ForwardError::Upstream(fetch) = error else { return Err(error) };
+        backend.breaker.record(permit, fetch.is_upstream_fault());
+        backend.stats.failed(fetch, started.elapsed());
+        if !fetch.is_retryable() {
+            return Err(error);
+        }
+        match backend.permit_retry(&mut retries_left) {
+            Some(next) => permit = next,
+            None => return Err(error),
+        }
+        previous = Some(index);
+        started = Instant::now();
+    }
+}
