@@ -1,11 +1,14 @@
 //! Test support: scripted back ends (`fake`), a Consul API double
-//! (`consul`), a gateway started in-process
-//! on port 0 from TOML text, and small HTTP clients (awc and raw TCP).
+//! (`consul`), a misbehaving raw-socket service (`hostile`), a gateway
+//! started in-process on port 0 from TOML text, and small HTTP clients (awc,
+//! raw TCP, and `raw_client`, which tells how a response ended).
 
 #![allow(dead_code)]
 
 pub mod consul;
 pub mod fake;
+pub mod hostile;
+pub mod raw_client;
 
 #[allow(unused_imports)]
 pub use fake::{FakeBackend, Recorded, Reply};
