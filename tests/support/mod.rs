@@ -9,6 +9,7 @@ pub mod consul;
 pub mod fake;
 pub mod hostile;
 pub mod raw_client;
+pub mod raw_wire;
 
 #[allow(unused_imports)]
 pub use fake::{FakeBackend, Recorded, Reply};
