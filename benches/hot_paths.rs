@@ -291,7 +291,7 @@ fn cache_lookup(c: &mut Criterion) {
         max_entries: 10_000,
     });
     let body = Bytes::from_static(br#"{"product_id":"42","amount":14999,"currency":"EUR"}"#);
-    let key = |id: u32| -> Arc<str> { format!("/prices/{id}").into() };
+    let key = |id: u32| -> Arc<[u8]> { format!("/prices/{id}").into_bytes().into() };
     for id in 0..10_000 {
         cache.insert(key(id), 200, body.clone());
     }

@@ -142,7 +142,20 @@ impl Runtime {
             let handle = match kept {
                 Some(old) => old.clone(),
                 None => {
+                    // A rebuilt Consul backend starts from the instances its
+                    // predecessor knew for the same service, until its own
+                    // watch answers: a reload never leaves it without any.
+                    let carried = reuse
+                        .and_then(|old| old.backends.get(name))
+                        .filter(|old| {
+                            matches!(backend_config.instances, InstanceSource::Consul { .. })
+                                && old.backend.config().instances == backend_config.instances
+                        })
+                        .map(|old| old.backend.addresses());
                     let backend = Backend::new(backend_config.clone(), config.server.max_body);
+                    if let Some(addresses) = carried {
+                        backend.set_instances(&addresses);
+                    }
                     let restarts = Arc::new(AtomicU64::new(0));
                     let watch = discovery::watch_factory(backend_config, config.consul.as_ref());
                     let actor = BackendActor::start_watched(

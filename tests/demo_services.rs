@@ -268,15 +268,26 @@ async fn non_json_fault() {
     assert!(serde_json::from_slice::<Value>(&body).is_err());
 }
 
-/// `reset` closes the connection without a response: the client gets an error.
+/// `reset` closes the connection mid-answer: the head of a chunked answer
+/// comes, then the close, with no last chunk (read on a raw socket: awc
+/// takes such a close for the end of the body).
 #[actix_rt::test]
 async fn reset_fault() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (_child, addr) = start(Service::Inventory, &[]).await;
     set_faults(addr, json!({"reset": true})).await;
     for _ in 0..3 {
-        let res =
-            client(Duration::from_secs(2)).get(format!("http://{addr}/inventory/1")).send().await;
-        assert!(res.is_err(), "expected a broken connection, got {:?}", res.map(|r| r.status()));
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET /inventory/1 HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut seen = Vec::new();
+        tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut seen))
+            .await
+            .expect("the service closes the connection")
+            .unwrap();
+        let seen = String::from_utf8_lossy(&seen).to_lowercase();
+        assert!(seen.starts_with("http/1.1 200 ok\r\n"), "{seen}");
+        assert!(seen.contains("transfer-encoding: chunked\r\n"), "{seen}");
+        assert!(seen.ends_with("\r\n\r\n"), "nothing after the head: {seen}");
     }
     let (status, _) = get_json(&format!("http://{addr}/health"), &[]).await;
     assert_eq!(status, StatusCode::OK);

@@ -21,6 +21,11 @@ use tokio::time::Instant;
 
 use crate::config::CacheConfig;
 
+/// A cache key: the resolved path and the forwarded header values as
+/// bytes (see `Backend::cache_key`). Bytes, not text: two header values that
+/// differ only in bytes that are not UTF-8 are two users.
+pub type CacheKey = Arc<[u8]>;
+
 /// A cached 2xx answer.
 #[derive(Debug, Clone)]
 pub struct CachedResponse {
@@ -45,7 +50,7 @@ pub enum Lookup {
 
 /// One backend's cache.
 pub struct ResponseCache {
-    entries: quick_cache::sync::Cache<Arc<str>, Arc<CachedResponse>>,
+    entries: quick_cache::sync::Cache<CacheKey, Arc<CachedResponse>>,
     ttl: Duration,
     servable_for: Duration,
 }
@@ -66,13 +71,13 @@ impl ResponseCache {
     }
 
     /// Looks a key up and classifies it by age.
-    pub fn lookup(&self, key: &str) -> Lookup {
+    pub fn lookup(&self, key: &[u8]) -> Lookup {
         self.lookup_at(key, Instant::now())
     }
 
     /// [`ResponseCache::lookup`] with the caller's reading of the clock
     /// (a page reads it once per section, not once per step).
-    pub fn lookup_at(&self, key: &str, now: Instant) -> Lookup {
+    pub fn lookup_at(&self, key: &[u8], now: Instant) -> Lookup {
         let Some(entry) = self.entries.get(key) else {
             return Lookup::Miss;
         };
@@ -89,7 +94,7 @@ impl ResponseCache {
     }
 
     /// Stores a fresh answer.
-    pub fn insert(&self, key: Arc<str>, status: u16, body: Bytes) {
+    pub fn insert(&self, key: CacheKey, status: u16, body: Bytes) {
         let entry = CachedResponse { status, body, fetched_at: Instant::now() };
         self.entries.insert(key, Arc::new(entry));
     }
@@ -120,25 +125,25 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn fresh_then_stale_then_gone() {
         let c = cache();
-        c.insert("k".into(), 200, Bytes::from_static(b"{}"));
-        assert!(matches!(c.lookup("k"), Lookup::Fresh(_)));
+        c.insert(Arc::from(&b"k"[..]), 200, Bytes::from_static(b"{}"));
+        assert!(matches!(c.lookup(b"k"), Lookup::Fresh(_)));
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(matches!(c.lookup("k"), Lookup::Stale(_)));
+        assert!(matches!(c.lookup(b"k"), Lookup::Stale(_)));
         tokio::time::advance(Duration::from_secs(3600)).await;
-        assert!(matches!(c.lookup("k"), Lookup::Miss));
-        assert!(matches!(c.lookup("other"), Lookup::Miss));
+        assert!(matches!(c.lookup(b"k"), Lookup::Miss));
+        assert!(matches!(c.lookup(b"other"), Lookup::Miss));
     }
 
     #[tokio::test(start_paused = true)]
     async fn an_entry_too_old_to_serve_is_dropped_when_found() {
         let c = cache();
-        c.insert("old".into(), 200, Bytes::from_static(b"1"));
-        c.insert("kept".into(), 200, Bytes::from_static(b"2"));
+        c.insert(Arc::from(&b"old"[..]), 200, Bytes::from_static(b"1"));
+        c.insert(Arc::from(&b"kept"[..]), 200, Bytes::from_static(b"2"));
         tokio::time::advance(Duration::from_secs(3661)).await;
-        c.insert("kept".into(), 200, Bytes::from_static(b"3"));
-        assert!(matches!(c.lookup("old"), Lookup::Miss));
+        c.insert(Arc::from(&b"kept"[..]), 200, Bytes::from_static(b"3"));
+        assert!(matches!(c.lookup(b"old"), Lookup::Miss));
         assert_eq!(c.len(), 1, "only the refreshed entry is left");
-        match c.lookup("kept") {
+        match c.lookup(b"kept") {
             Lookup::Fresh(entry) => assert_eq!(&entry.body[..], b"3"),
             other => panic!("{other:?}"),
         }
@@ -152,7 +157,7 @@ mod tests {
             max_entries: 10,
         });
         for i in 0..1000 {
-            c.insert(format!("k{i}").into(), 200, Bytes::from_static(b"{}"));
+            c.insert(format!("k{i}").into_bytes().into(), 200, Bytes::from_static(b"{}"));
         }
         assert!(c.len() <= 10, "held {}", c.len());
     }

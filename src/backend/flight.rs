@@ -12,6 +12,7 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::cache::CacheKey;
 use super::client::Fetched;
 use super::error::FetchError;
 
@@ -23,7 +24,7 @@ type Slot = watch::Receiver<Option<CallResult>>;
 /// Calls in flight, by cache key.
 #[derive(Debug)]
 pub struct Flights {
-    in_flight: Mutex<HashMap<Arc<str>, Slot>>,
+    in_flight: Mutex<HashMap<CacheKey, Slot>>,
     capacity: usize,
 }
 
@@ -41,7 +42,7 @@ pub enum Role {
 /// publishing (a panic) still removes the key, and waiters see an error.
 pub struct FlightLead {
     flights: Arc<Flights>,
-    key: Arc<str>,
+    key: CacheKey,
     sender: watch::Sender<Option<CallResult>>,
     receiver: Slot,
 }
@@ -53,7 +54,7 @@ impl Flights {
     }
 
     /// Joins the call for `key`, or becomes its leader.
-    pub fn join(self: &Arc<Self>, key: &Arc<str>) -> Role {
+    pub fn join(self: &Arc<Self>, key: &CacheKey) -> Role {
         let mut map = self.in_flight.lock();
         if let Some(slot) = map.get(key) {
             return Role::Follow(slot.clone());
@@ -113,7 +114,7 @@ mod tests {
     #[tokio::test]
     async fn followers_get_the_leaders_result_and_key_is_retired() {
         let flights = Arc::new(Flights::new(8));
-        let key: Arc<str> = "k".into();
+        let key: CacheKey = Arc::from(&b"k"[..]);
         let Role::Lead(lead) = flights.join(&key) else { panic!("first caller leads") };
         let Role::Follow(slot) = flights.join(&key) else { panic!("second caller follows") };
         let waiter = tokio::spawn(wait(slot));
@@ -126,7 +127,7 @@ mod tests {
     #[tokio::test]
     async fn vanished_leader_gives_internal_and_frees_key() {
         let flights = Arc::new(Flights::new(8));
-        let key: Arc<str> = "k".into();
+        let key: CacheKey = Arc::from(&b"k"[..]);
         let Role::Lead(lead) = flights.join(&key) else { panic!("leads") };
         let Role::Follow(slot) = flights.join(&key) else { panic!("follows") };
         drop(lead);
@@ -137,7 +138,7 @@ mod tests {
     #[test]
     fn bounded() {
         let flights = Arc::new(Flights::new(1));
-        let _lead = flights.join(&"a".into());
-        assert!(matches!(flights.join(&"b".into()), Role::Alone));
+        let _lead = flights.join(&Arc::from(&b"a"[..]));
+        assert!(matches!(flights.join(&Arc::from(&b"b"[..])), Role::Alone));
     }
 }

@@ -38,7 +38,7 @@ use crate::page::{SectionReply, Source};
 use balancer::{Balancer, Instance};
 use breaker::{Breaker, BreakerPermit};
 use bulkhead::{Bulkhead, BulkheadSlot};
-use cache::{Lookup, ResponseCache};
+use cache::{CacheKey, Lookup, ResponseCache};
 use client::Fetched;
 use flight::{Flights, Role};
 
@@ -83,7 +83,7 @@ pub struct CallSpec {
     /// Headers to send: the request id and the section's `forward_headers`.
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// The cache key, when the backend caches (see [`Backend::cache_key`]).
-    pub cache_key: Option<Arc<str>>,
+    pub cache_key: Option<CacheKey>,
 }
 
 /// What the cache says about a section's call.
@@ -216,15 +216,19 @@ impl Backend {
     /// The cache key of a call: the path and the section's forwarded header
     /// values (pass exactly those), so one user's answer is never served to
     /// another. `None` without a cache.
-    pub fn cache_key(&self, path: &str, headers: &[(HeaderName, HeaderValue)]) -> Option<Arc<str>> {
+    ///
+    /// The bytes are `path`, then `\nname=value` per header: a rendered path
+    /// holds no LF, a name no `=` or LF and a value no LF, so two different
+    /// calls never share a key. Values are taken as bytes, never decoded.
+    pub fn cache_key(&self, path: &str, headers: &[(HeaderName, HeaderValue)]) -> Option<CacheKey> {
         self.cache.as_ref()?;
-        let mut key = String::with_capacity(path.len() + 32);
-        key.push_str(path);
+        let mut key = Vec::with_capacity(path.len() + 32);
+        key.extend_from_slice(path.as_bytes());
         for (name, value) in headers {
-            key.push('\n');
-            key.push_str(name.as_str());
-            key.push('=');
-            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
+            key.push(b'\n');
+            key.extend_from_slice(name.as_str().as_bytes());
+            key.push(b'=');
+            key.extend_from_slice(value.as_bytes());
         }
         Some(key.into())
     }
@@ -342,7 +346,7 @@ impl Backend {
     pub fn fallback_for_key(
         &self,
         error: FetchError,
-        key: Option<&str>,
+        key: Option<&[u8]>,
         elapsed: Duration,
     ) -> SectionReply {
         let stale = match (&self.cache, key) {
@@ -357,7 +361,7 @@ impl Backend {
 
     async fn shared_call<T: Transport>(
         self: &Arc<Self>,
-        key: Arc<str>,
+        key: CacheKey,
         spec: CallSpec,
         deadline: Instant,
         transport: &T,
@@ -392,7 +396,7 @@ impl Backend {
         flight::wait(slot).await
     }
 
-    fn store(&self, key: &Arc<str>, result: &Result<Fetched, FetchError>) {
+    fn store(&self, key: &CacheKey, result: &Result<Fetched, FetchError>) {
         if let (Some(cache), Ok(fetched)) = (&self.cache, result) {
             if fetched.is_success() {
                 cache.insert(key.clone(), fetched.status, fetched.body.clone());

@@ -15,12 +15,11 @@
 //! body is sent, 503s included).
 //!
 //! `reset`: actix-web does not let a handler abort its connection, so a reset
-//! is a response whose body stream fails on its first poll. The dispatcher
-//! then drops the connection before flushing the status line, so the client
-//! sees its request answered by a close with no response at all — what
-//! Toxiproxy's `reset_peer` looks like to an HTTP client, except that the
-//! close is a FIN, not an RST. A raw TCP front would get the RST but would
-//! mean a second HTTP stack in the demo; not worth it.
+//! is a response whose body stream fails on its first poll: the client gets
+//! the status line and headers of a chunked answer, then the connection
+//! closes before any body (a service that crashed mid-answer). A raw TCP
+//! front could send an RST instead, but would mean a second HTTP stack in
+//! the demo; not worth it.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;

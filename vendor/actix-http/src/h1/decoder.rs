@@ -229,7 +229,12 @@ pub(crate) trait MessageType: Sized {
             Ok(PayloadLength::Payload(PayloadType::Payload(
                 PayloadDecoder::chunked(),
             )))
-        } else if has_upgrade_websocket {
+        } else if has_upgrade_websocket && content_length.is_none_or(|len| len == 0) {
+            // mosaic patch: a WebSocket handshake has no body. A request that asks to
+            // upgrade *and* declares a body is read as the plain request it frames (its
+            // declared body, then the next request), never as a stream running to the end
+            // of the connection: relayed with its declared length, those bytes would be
+            // a second request smuggled past the gateway.
             Ok(PayloadLength::UpgradeWebSocket)
         } else if let Some(len) = content_length {
             // Content-Length
@@ -347,6 +352,11 @@ impl MessageType for Request {
         // payload decoder
         let decoder = match length {
             PayloadLength::Payload(pl) => pl,
+            // mosaic patch: only a GET on HTTP/1.1 can open a WebSocket (RFC 6455); any
+            // other request with `Upgrade: websocket` and no body has no body.
+            PayloadLength::UpgradeWebSocket if method != Method::GET || ver != Version::HTTP_11 => {
+                PayloadType::None
+            }
             PayloadLength::UpgradeWebSocket => {
                 // upgrade (WebSocket)
                 PayloadType::Stream(PayloadDecoder::eof())

@@ -81,6 +81,11 @@ bitflags! {
         /// nothing new (the future has registered its wake-ups and no time has passed), and on
         /// a gateway it walks the whole handler: every in-flight backend call of a page.
         const SERVICE_POLLED   = 0b1_0000_0000;
+
+        /// mosaic patch: set when the request being read asked to close the connection
+        /// (`Connection: close`, or HTTP/1.0 without keep-alive): no request pipelined after
+        /// it is served.
+        const LAST_REQUEST     = 0b10_0000_0000;
     }
 }
 
@@ -740,8 +745,20 @@ where
                             Poll::Ready(Some(Err(err))) => {
                                 let err = err.into();
                                 tracing::error!("Response payload stream error: {err:?}");
-                                this.flags.insert(Flags::FINISHED);
-                                return Err(DispatchError::Body(err));
+                                // mosaic patch: a body that fails mid-way (a
+                                // proxied service stalled or cut it short)
+                                // closes the connection *after* what was
+                                // written so far reaches the client, so the
+                                // client sees a short answer, not an empty
+                                // reply. Nothing more is served on it.
+                                this.messages.clear();
+                                this.state.set(State::None);
+                                this.flags.insert(
+                                    Flags::FINISHED | Flags::SHUTDOWN | Flags::READ_DISCONNECT,
+                                );
+                                this.flags.remove(Flags::KEEP_ALIVE);
+                                cx.waker().wake_by_ref();
+                                return Ok(PollResponse::DoNothing);
                             }
 
                             Poll::Pending => return Ok(PollResponse::DoNothing),
@@ -953,9 +970,21 @@ where
                     updated = true;
 
                     match msg {
+                        // mosaic patch: the client said this connection ends after its last
+                        // request; bytes after it are not read as another request.
+                        Message::Item(_) if this.flags.contains(Flags::LAST_REQUEST) => {
+                            this.flags.insert(Flags::READ_DISCONNECT);
+                            this.read_buf.clear();
+                            break;
+                        }
+
                         Message::Item(mut req) => {
                             // head timer only applies to first request on connection
                             this.head_timer.clear(line!());
+
+                            if req.head().connection_type() == ConnectionType::Close {
+                                this.flags.insert(Flags::LAST_REQUEST);
+                            }
 
                             req.head_mut().peer_addr = *this.peer_addr;
 
