@@ -45,6 +45,8 @@ const HEADER_SLOTS: usize = 32;
 /// serves the next read without a new allocation; larger runs are split off
 /// without a copy.
 const COPY_BELOW: usize = 16 * 1024;
+/// Length of `HTTP/1.1 200`: where a status line without a reason ends.
+const STATUS_LINE_WITHOUT_REASON: usize = 12;
 /// Most hex digits in a chunk size (a `u64`).
 const MAX_CHUNK_DIGITS: usize = 16;
 
@@ -181,7 +183,8 @@ impl ResponseDecoder {
                         return Ok(Event::NeedMore);
                     }
                     self.seen_any = true;
-                    let mut fields = Vec::new();
+                    let mut fields =
+                        if self.keep_head { Vec::with_capacity(16) } else { Vec::new() };
                     let parsed =
                         parse_head(buf, self.head_request, self.keep_head.then_some(&mut fields))?;
                     let Some((head, len)) = parsed else {
@@ -286,6 +289,21 @@ impl ResponseDecoder {
         }
     }
 
+    /// The rest of the body in one step, when `buf` holds all of it and the
+    /// answer has a length (or no body): the body and whether the
+    /// connection may be reused, exactly as [`Event::End`] would say it.
+    /// `None` otherwise (decode step by step then). The usual answer, a small
+    /// JSON body that came with its head, costs one call instead of two.
+    pub fn whole_body(&mut self, buf: &mut BytesMut) -> Option<(Bytes, bool)> {
+        let body = match self.state {
+            State::Length(left) if buf.len() as u64 >= left => take(buf, take_len(left, buf.len())),
+            State::Done => Bytes::new(),
+            _ => return None,
+        };
+        self.state = State::Done;
+        Some((body, !self.close && buf.is_empty()))
+    }
+
     /// The connection ended (a read returned 0) with `buf` left over: the
     /// end of a body that runs until close, else an error.
     pub fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Event, DecodeError> {
@@ -377,9 +395,6 @@ fn head_of(
     if len > MAX_HEAD {
         return Err(DecodeError::Malformed("head over 64 KiB"));
     }
-    if has_bare_lf(&buf[..len]) {
-        return Err(DecodeError::Malformed("line not ended by CRLF"));
-    }
     let status = response.code.ok_or(DecodeError::Malformed("no status"))?;
     if !(100..=599).contains(&status) {
         return Err(DecodeError::Malformed("status outside 100-599"));
@@ -390,8 +405,30 @@ fn head_of(
     let mut chunked = false;
     let mut close = false;
     let mut keep_alive = false;
+    // httparse also ends a line at a bare LF. With obs-fold refused, the
+    // only LFs in a head end its status line, its field lines and the blank
+    // line, so checking for a CR before each of those ends is a complete
+    // check (and cheaper than a scan of the head).
+    let base = buf.as_ptr() as usize;
+    let reason = response.reason.unwrap_or("").as_bytes();
+    // An empty reason after no space is a static "" outside the buffer: the
+    // line then ends right after the status code.
+    let status_end = match (reason.as_ptr() as usize).wrapping_sub(base) {
+        at if at <= len => at + reason.len(),
+        _ => STATUS_LINE_WITHOUT_REASON,
+    };
+    if buf.get(status_end) != Some(&b'\r') || buf[..len].get(len.wrapping_sub(2)) != Some(&b'\r') {
+        return Err(DecodeError::Malformed("line not ended by CRLF"));
+    }
     for header in response.headers.iter() {
         let name = header.name.as_bytes();
+        let mut line_end = header.value.as_ptr() as usize - base + header.value.len();
+        while matches!(buf.get(line_end), Some(b' ' | b'\t')) {
+            line_end += 1;
+        }
+        if buf.get(line_end) != Some(&b'\r') {
+            return Err(DecodeError::Malformed("line not ended by CRLF"));
+        }
         if let Some(out) = fields.as_deref_mut() {
             // Name and value are slices of `buf`: their offsets are
             // differences of addresses within the one buffer.

@@ -333,20 +333,11 @@ impl Exchange<'_> {
 
     /// A body that has fully arrived (or is empty by definition).
     fn whole_body(mut self, framing: Framing) -> IncomingBody {
-        let mut body = Bytes::new();
-        loop {
-            match self.decoder.decode(&mut self.conn.read_buf) {
-                Ok(Event::Data(data)) => body = data,
-                Ok(Event::End { reusable }) => {
-                    if reusable && self.reusable {
-                        pool::checkin(self.address, self.conn, self.opened_at, Instant::now());
-                    }
-                    break;
-                }
-                // Cannot happen for a length that has arrived; the
-                // connection is dropped (closed) either way.
-                _ => break,
-            }
+        // `answer` checked that the whole body has arrived.
+        let (body, reusable) =
+            self.decoder.whole_body(&mut self.conn.read_buf).unwrap_or((Bytes::new(), false));
+        if reusable && self.reusable {
+            pool::checkin(self.address, self.conn, self.opened_at, Instant::now());
         }
         match framing {
             Framing::Empty => IncomingBody::Empty,

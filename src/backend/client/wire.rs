@@ -120,6 +120,9 @@ impl Conn {
             // body over in one piece (no joining of partial reads).
             self.fill_to(n as usize).await?;
         }
+        if let Some((body, reusable)) = decoder.whole_body(&mut self.read_buf) {
+            return Ok(Answer { status: head.status, body, reusable });
+        }
         let mut body = Body::default();
         loop {
             match self.next_event(&mut decoder).await? {

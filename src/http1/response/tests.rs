@@ -201,8 +201,22 @@ fn broken_heads_are_refused() {
         b"HTTP/1.1 200 OK\r\nX-A : 1\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX-A: a\x00b\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX A: 1\r\n\r\n",
+        b"HTTP/1.1 200\n\r\n",
+        b"HTTP/1.1 200 \n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A:\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: 1 \t\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\n",
     ] {
         assert!(malformed(raw), "{:?}", String::from_utf8_lossy(raw));
+    }
+    // Every line ended by CRLF, however sparse.
+    for raw in [
+        &b"HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n"[..],
+        b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX-A:\r\nX-B: \r\nX-C: 1 \t\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.0 204 No Content\r\n\r\n",
+    ] {
+        assert_eq!(decode(raw).error, None, "{:?}", String::from_utf8_lossy(raw));
     }
 }
 
@@ -355,4 +369,28 @@ fn random_answer(rng: &mut fastrand::Rng) -> (Vec<u8>, Option<Vec<u8>>) {
         }
     }
     (raw, Some(body))
+}
+
+#[test]
+fn a_whole_body_in_one_step_says_what_end_would() {
+    let head_then = |raw: &[u8]| {
+        let mut buf = BytesMut::from(raw);
+        let mut decoder = ResponseDecoder::new(false, false);
+        let Ok(Event::Head(..)) = decoder.decode(&mut buf) else { panic!("a head") };
+        (decoder, buf)
+    };
+    let (mut decoder, mut buf) = head_then(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}");
+    assert_eq!(decoder.whole_body(&mut buf), Some((bytes::Bytes::from_static(b"{}"), true)));
+    let (mut decoder, mut buf) = head_then(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}x");
+    assert_eq!(decoder.whole_body(&mut buf).map(|(_, reusable)| reusable), Some(false));
+    let (mut decoder, mut buf) =
+        head_then(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(decoder.whole_body(&mut buf), Some((bytes::Bytes::new(), false)));
+    // Not all there, or not a length: step by step.
+    let (mut decoder, mut buf) = head_then(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab");
+    assert_eq!(decoder.whole_body(&mut buf), None);
+    assert_eq!(&buf[..], b"ab", "nothing consumed");
+    let (mut decoder, mut buf) =
+        head_then(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert_eq!(decoder.whole_body(&mut buf), None);
 }
