@@ -195,6 +195,41 @@ fn json_access_log_line_per_request() {
     assert_eq!(v["trace_id"].as_str().map(str::len), Some(32));
 }
 
+/// A proxied body that stalls after its head: the access line is written
+/// when the body gives up (the backend's `timeout` after the last bytes),
+/// with its status and `body_error`, and only then.
+#[test]
+fn a_stalled_proxied_body_is_logged_when_it_ends() {
+    use support::hostile::{Action, Hostile};
+    let svc = Hostile::start(|_| {
+        vec![
+            Action::Write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec()),
+            Action::Hang,
+        ]
+    });
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        "{LISTEN_ANY}{}\n[[proxy]]\nprefix = \"/api/\"\nbackend = \"stall\"\n",
+        backend("stall", &[svc.address()], "timeout = \"300ms\"\nretries = 0")
+    );
+    let gw = Gateway::start(&write_config(&dir, &toml), &["--log-format", "json"]);
+    let mut stream = TcpStream::connect(&gw.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(stream, "GET /api/x HTTP/1.1\r\nHost: t\r\nX-Request-Id: stalled-1\r\n\r\n")
+        .expect("send");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw);
+    assert!(raw.ends_with(b"\r\n\r\n0123456789"), "{}", String::from_utf8_lossy(&raw));
+    let lines = gw.stderr_lines(Duration::from_secs(5), |l| l.contains("stalled-1"));
+    let line = lines
+        .iter()
+        .find(|l| l.contains("stalled-1") && l.contains("mosaic::access"))
+        .unwrap_or_else(|| panic!("no access line in {lines:#?}"));
+    let v: serde_json::Value = serde_json::from_str(line).expect("a JSON line");
+    assert_eq!((v["status"].as_u64(), v["body_error"].as_str()), (Some(200), Some("timeout")));
+    assert!(v["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 300.0), "{v}");
+}
+
 /// `mosaic run` refuses an invalid file, naming the TOML path, exit 1.
 #[test]
 fn run_refuses_an_invalid_file() {

@@ -409,6 +409,23 @@ mod tests {
         assert!(b.try_acquire().is_some());
     }
 
+    /// A permit detached for a streamed body keeps its half-open trial slot
+    /// until it is recorded or given back.
+    #[test]
+    fn a_detached_trial_holds_its_slot_until_settled() {
+        let b = breaker(1, 20, 1);
+        let p = b.try_acquire().expect("closed");
+        b.record(p, true);
+        std::thread::sleep(Duration::from_millis(30));
+        let trial = b.try_acquire().expect("trial").detach();
+        assert!(b.try_acquire().is_none(), "the slot is still taken");
+        b.release_detached(trial);
+        assert_eq!(b.state(), BreakerState::HalfOpen, "given back, nothing recorded");
+        let trial = b.try_acquire().expect("the slot is free again").detach();
+        b.record_detached(trial, true);
+        assert_eq!(b.state(), BreakerState::Open, "a fault recorded late still counts");
+    }
+
     #[test]
     fn failed_trial_reopens() {
         let b = breaker(1, 20, 2);
