@@ -29,7 +29,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use mosaic::backend::actor::{BackendActor, GetStatus};
-use mosaic::backend::client::Fetched;
+use mosaic::backend::client::Reply;
 use mosaic::backend::{Backend, FetchError, Transport};
 use mosaic::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy, InstanceSource};
 use mosaic::coordinator::compose_via;
@@ -182,8 +182,8 @@ impl Transport for ReadyAnswer {
         _path: &'a str,
         _headers: &'a [(HeaderName, HeaderValue)],
         _max_body: usize,
-    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + 'a {
-        std::future::ready(Ok(Fetched { status: 200, body: self.0.clone() }))
+    ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a {
+        std::future::ready(Ok(Reply { status: 200, body: self.0.clone() }))
     }
 }
 

@@ -22,9 +22,6 @@ use crate::page::{self, Page, SectionReply, Source};
 use crate::runtime::{RouteRuntime, SectionRuntime};
 use crate::template::Params;
 
-/// `X-Request-Id`, forwarded to every service.
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
 /// Composes a page for a matched route. `per_request` headers (request id,
 /// trace context) go to every service; the replies are returned too, for
 /// the access log.

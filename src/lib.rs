@@ -16,6 +16,7 @@
 //!   blocking queries run by each backend's actor.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
 //! - [`telemetry`]: logging setup (human or JSON, non-blocking).
+//! - [`clock`]: wall-clock milliseconds for what operators read.
 //! - [`chaos`]: the chaos experiment: processes, load, faults on a schedule, report.
 //! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
 //!
@@ -33,6 +34,7 @@
 pub mod admin;
 pub mod backend;
 pub mod chaos;
+pub mod clock;
 pub mod config;
 pub mod coordinator;
 pub mod demo;

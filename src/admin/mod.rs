@@ -2,7 +2,7 @@
 //! (loopback by default) so that operators' calls never compete with, or
 //! get exposed next to, public traffic.
 
-pub mod hooks;
+pub mod chaos_hooks;
 pub mod metrics;
 
 use std::io;
@@ -62,7 +62,7 @@ pub fn start(
             .route("/admin/backends", web::get().to(backends))
             .route("/admin/backends/{name}/breaker", web::post().to(force_breaker))
             .route("/admin/reload", web::post().to(reload))
-            .configure(hooks::configure)
+            .configure(chaos_hooks::configure)
     })
     .workers(1)
     .disable_signals()

@@ -14,14 +14,12 @@ use arc_swap::ArcSwap;
 pub struct Instance {
     /// `host:port`.
     pub address: String,
-    /// `http://host:port`, built once.
-    pub base_url: String,
 }
 
 impl Instance {
     /// An instance at `host:port`.
     pub fn new(address: &str) -> Self {
-        Self { address: address.to_string(), base_url: format!("http://{address}") }
+        Self { address: address.to_string() }
     }
 }
 

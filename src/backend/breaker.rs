@@ -14,7 +14,9 @@
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+use crate::clock::unix_ms;
 
 use failsafe::failure_policy::{
     self, ConsecutiveFailures, FailurePolicy, SuccessRateOverTimeWindow,
@@ -118,10 +120,6 @@ impl Instrument for Observer {
     fn on_closed(&self) {
         self.set(BreakerState::Closed);
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// The open intervals, as failsafe wants them: an endless, cloneable iterator.

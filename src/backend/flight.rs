@@ -12,8 +12,8 @@ use std::sync::Arc;
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
+use super::answer::Fetched;
 use super::cache::CacheKey;
-use super::client::Fetched;
 use super::error::FetchError;
 
 /// The outcome every waiter of a shared call receives.

@@ -13,6 +13,7 @@
 //! connect/timeout/5xx) → on failure stale, default or `null`.
 
 pub mod actor;
+pub mod answer;
 pub mod balancer;
 pub mod breaker;
 pub mod bulkhead;
@@ -35,11 +36,12 @@ use tokio::time::Instant;
 use crate::config::{BackendConfig, InstanceSource};
 use crate::discovery::DiscoveryStatus;
 use crate::page::{SectionReply, Source};
+pub use answer::Fetched;
 use balancer::{Balancer, Instance};
 use breaker::{Breaker, BreakerPermit};
 use bulkhead::{Bulkhead, BulkheadSlot};
 use cache::{CacheKey, Lookup, ResponseCache};
-use client::Fetched;
+use client::Reply;
 use flight::{Flights, Role};
 
 /// How one attempt reaches an instance. Production uses [`Network`]; the
@@ -53,7 +55,7 @@ pub trait Transport: Clone + 'static {
         path: &'a str,
         headers: &'a [(HeaderName, HeaderValue)],
         max_body: usize,
-    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + 'a;
+    ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a;
 }
 
 /// The real thing: this worker's pooled HTTP/1.1 connections.
@@ -67,8 +69,8 @@ impl Transport for Network {
         path: &'a str,
         headers: &'a [(HeaderName, HeaderValue)],
         max_body: usize,
-    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + 'a {
-        client::get_json(address, path, headers, max_body)
+    ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a {
+        client::get(address, path, headers, max_body)
     }
 }
 
@@ -233,27 +235,6 @@ impl Backend {
         Some(key.into())
     }
 
-    /// A section's call, with every fallback, answered by `deadline`.
-    pub async fn fetch(self: &Arc<Self>, spec: CallSpec, deadline: Instant) -> SectionReply {
-        self.fetch_via(spec, deadline, &Network).await
-    }
-
-    /// [`Backend::fetch`] over a given transport.
-    pub async fn fetch_via<T: Transport>(
-        self: &Arc<Self>,
-        spec: CallSpec,
-        deadline: Instant,
-        transport: &T,
-    ) -> SectionReply {
-        let started = Instant::now();
-        match self.consult_cache(&spec, started) {
-            CacheStep::Served(reply) => reply,
-            CacheStep::Call { stale } => {
-                self.fetch_uncached(spec, stale, started, deadline, transport).await
-            }
-        }
-    }
-
     /// Step 1 of a section's call, synchronous: a fresh cache entry answers
     /// it at once; otherwise the call goes ahead, with the stale entry (if
     /// any) kept as its fallback. The coordinator runs this before it starts
@@ -404,18 +385,9 @@ impl Backend {
         }
     }
 
-    /// The attempts of one idempotent GET: breaker, bulkhead, per-attempt
-    /// timeout, retries on other instances while the deadline allows.
-    pub async fn call(
-        &self,
-        path: &str,
-        headers: &[(HeaderName, HeaderValue)],
-        deadline: Instant,
-    ) -> Result<Fetched, FetchError> {
-        self.call_via(path, headers, deadline, &Network).await
-    }
-
-    /// [`Backend::call`] over a given transport.
+    /// The attempts of one idempotent GET over `transport`: breaker,
+    /// bulkhead, per-attempt timeout, retries on other instances while the
+    /// deadline allows.
     pub async fn call_via<T: Transport>(
         &self,
         path: &str,
@@ -512,7 +484,8 @@ impl Backend {
         let result =
             tokio::time::timeout_at(limit, transport.get(address, path, headers, self.max_body))
                 .await
-                .unwrap_or(Err(on_expiry));
+                .unwrap_or(Err(on_expiry))
+                .and_then(answer::judge);
         self.stats.attempt(&result, started.elapsed());
         result
     }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use metrics::{Counter, Histogram};
 use serde::Serialize;
 
-use super::client::Fetched;
+use super::answer::Fetched;
 use super::error::FetchError;
 
 /// Counters of one backend.

@@ -16,7 +16,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::parse_announcement;
-use crate::admin::hooks::CHAOS_HOOKS_ENV;
+use crate::admin::chaos_hooks::CHAOS_HOOKS_ENV;
 use crate::demo::{DemoError, DemoServices, Service};
 
 /// The admin token of the generated config: the experiment calls the admin

@@ -15,8 +15,8 @@
 pub mod consul;
 pub mod pace;
 
+use crate::clock::unix_ms;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures_util::future::LocalBoxFuture;
 use metrics::{Counter, Gauge};
@@ -186,13 +186,6 @@ impl DiscoveryStatus {
         self.up.set(if info.state == WatchState::Ok { 1.0 } else { 0.0 });
         Some(before)
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 //! `App`, and so that path parameters are decoded exactly once, by us.
 
 pub mod client_headers;
-pub mod page;
+pub mod compose;
 pub mod proxy;
 pub mod request_body;
 pub mod request_id;
@@ -29,9 +29,9 @@ use tokio::time::Instant;
 
 use crate::admin;
 use crate::config::{Config, ConfigErrors};
-use crate::coordinator::X_REQUEST_ID;
 use crate::telemetry;
 use client_headers::ClientHeaders;
+use request_id::X_REQUEST_ID;
 
 /// `X-Mosaic-Complete: true|false` on every page.
 pub static X_MOSAIC_COMPLETE: HeaderName = HeaderName::from_static("x-mosaic-complete");
@@ -188,7 +188,7 @@ async fn dispatch(
     // duration metric and the access line).
     let (route_label, counters, mut response, page_log, elapsed) =
         if let Some((route, raw)) = matched_route {
-            let (response, log) = page::serve(&req, route, raw, &per_request, arrived).await;
+            let (response, log) = compose::serve(&req, route, raw, &per_request, arrived).await;
             (route.config.path.as_str(), &route.requests, response, log, None)
         } else if let Some(proxy) =
             runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
@@ -234,7 +234,7 @@ fn access_log(
     route: &str,
     status: u16,
     elapsed: std::time::Duration,
-    page: Option<page::PageLog>,
+    page: Option<compose::PageLog>,
 ) {
     telemetry::access::write(&telemetry::access::AccessLine {
         request_id: request_id.to_str().unwrap_or("-"),

@@ -1,8 +1,11 @@
 //! `X-Request-Id`: kept when the client sent a sane one, made otherwise.
 
-use actix_web::http::header::HeaderValue;
+use actix_web::http::header::{HeaderName, HeaderValue};
 
 use crate::digits::hex32;
+
+/// `X-Request-Id`: echoed to the client, forwarded to every service.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Longest client-supplied id we keep.
 const MAX_LEN: usize = 128;

@@ -1,4 +1,6 @@
-//! One HTTP attempt against one instance, on this worker's connections.
+//! One HTTP attempt against one instance, on this worker's connections:
+//! what the service sent, not what it means for a section (that is
+//! `backend::answer`).
 //!
 //! Section calls use mosaic's own HTTP/1.1 exchange ([`wire`]) over a
 //! thread-local keep-alive pool ([`pool`]): backend I/O stays on the worker
@@ -22,32 +24,26 @@ use bytes::Bytes;
 use super::error::FetchError;
 use wire::{Conn, WireError};
 
-/// A service's answer that was not a fault: 2xx with a JSON body, or 4xx.
+/// What a service answered a section's GET: its status, and for a 2xx its
+/// body read whole (empty otherwise). Judged by `backend::answer`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fetched {
-    /// HTTP status.
+pub struct Reply {
+    /// HTTP status (a final one: 1xx interim answers are skipped).
     pub status: u16,
-    /// The body for 2xx (validated JSON); empty for 4xx.
+    /// The body of a 2xx answer, at most `max_body` bytes.
     pub body: Bytes,
-}
-
-impl Fetched {
-    /// A 2xx answer (its body is the section).
-    pub fn is_success(&self) -> bool {
-        (200..300).contains(&self.status)
-    }
 }
 
 /// GETs `path` from the instance at `address` (`host:port`) once, on a
 /// pooled connection of this worker. The caller bounds the time
 /// (`tokio::time::timeout_at`); a connection dropped mid-exchange is closed,
 /// never returned to the pool.
-pub async fn get_json(
+pub async fn get(
     address: &str,
     path: &str,
     headers: &[(HeaderName, HeaderValue)],
     max_body: usize,
-) -> Result<Fetched, FetchError> {
+) -> Result<Reply, FetchError> {
     if !wire::is_request_target(path) {
         // `template` never renders such a path; refuse rather than send it.
         return Err(FetchError::Internal);
@@ -73,19 +69,7 @@ pub async fn get_json(
     if answer.reusable {
         pool::checkin(address, conn, opened_at, Instant::now());
     }
-    let status = answer.status;
-    match status {
-        500..=599 => Err(FetchError::Status5xx),
-        400..=499 => Ok(Fetched { status, body: Bytes::new() }),
-        200..=299 => {
-            if !is_json(&answer.body) {
-                return Err(FetchError::InvalidBody);
-            }
-            Ok(Fetched { status, body: answer.body })
-        }
-        // 1xx and 3xx (redirects are not followed) carry no section.
-        _ => Err(FetchError::InvalidBody),
-    }
+    Ok(Reply { status: answer.status, body: answer.body })
 }
 
 async fn connect(address: &str) -> Result<Conn, FetchError> {
@@ -106,16 +90,6 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-
-    #[test]
-    fn json_check_accepts_any_json_value_and_nothing_else() {
-        for ok in [&b"{}"[..], b"[1,2]", b" \"s\" ", b"null", b"12.5", b"{\"a\":{\"b\":[true]}}"] {
-            assert!(is_json(ok), "{ok:?}");
-        }
-        for bad in [&b""[..], b"<html>", b"{", b"{} {}", b"{\"a\":}"] {
-            assert!(!is_json(bad), "{bad:?}");
-        }
-    }
 
     /// A raw HTTP server on loopback: `handler(n, stream)` serves the n-th
     /// accepted connection. Returns the address and the accept count.
@@ -161,8 +135,8 @@ mod tests {
 
     const OK_JSON: &str = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"id\":\"42\"}";
 
-    async fn get(address: &str) -> Result<Fetched, FetchError> {
-        get_json(address, "/products/42", &[], 1024).await
+    async fn get(address: &str) -> Result<Reply, FetchError> {
+        super::get(address, "/products/42", &[], 1024).await
     }
 
     #[tokio::test]
@@ -210,7 +184,7 @@ mod tests {
         })
         .await;
         let headers = [(HeaderName::from_static("x-request-id"), HeaderValue::from_static("r1"))];
-        get_json(&address, "/cart?x=1", &headers, 1024).await.unwrap();
+        super::get(&address, "/cart?x=1", &headers, 1024).await.unwrap();
         let request = seen_rx.recv().await.unwrap();
         assert!(request.starts_with("GET /cart?x=1 HTTP/1.1\r\n"), "{request}");
         assert!(request.contains(&format!("host: {address}\r\n")), "{request}");
@@ -349,21 +323,22 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
+    /// The client reports what came (the section policy is `answer`'s); a
+    /// broken head is the only status-line fault it reports itself.
     #[tokio::test]
-    async fn server_errors_redirects_and_non_json_are_faults() {
-        for (answer, expected) in [
-            ("HTTP/1.1 503 Busy\r\ncontent-length: 0\r\n\r\n", FetchError::Status5xx),
-            (
-                "HTTP/1.1 302 Found\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n",
-                FetchError::InvalidBody,
-            ),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n<html>", FetchError::InvalidBody),
-            ("HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n", FetchError::InvalidBody),
-            ("HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n", FetchError::Connect),
+    async fn any_final_status_is_reported_with_a_2xx_body_only() {
+        for (answer, status, body) in [
+            ("HTTP/1.1 503 Busy\r\ncontent-length: 4\r\n\r\n{}{}", 503, &b""[..]),
+            ("HTTP/1.1 302 Found\r\nlocation: /x\r\ncontent-length: 0\r\n\r\n", 302, b""),
+            ("HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\n<html>", 200, b"<html>"),
         ] {
             let (address, _) = server(move |_, s| answer_all(s, answer)).await;
-            assert_eq!(get(&address).await.unwrap_err(), expected, "{answer:?}");
+            let reply = get(&address).await.unwrap();
+            assert_eq!((reply.status, &reply.body[..]), (status, body), "{answer:?}");
         }
+        let broken = "HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n";
+        let (address, _) = server(move |_, s| answer_all(s, broken)).await;
+        assert_eq!(get(&address).await.unwrap_err(), FetchError::Connect);
     }
 
     #[tokio::test]
@@ -377,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn paths_that_could_split_the_request_are_never_sent() {
         let (address, accepted) = server(|_, s| answer_all(s, OK_JSON)).await;
-        let result = get_json(&address, "/a b HTTP/1.1\r\nx: y", &[], 1024).await;
+        let result = super::get(&address, "/a b HTTP/1.1\r\nx: y", &[], 1024).await;
         assert_eq!(result.unwrap_err(), FetchError::Internal);
         assert_eq!(accepted.load(Ordering::SeqCst), 0);
     }
