@@ -21,11 +21,10 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 MOSAIC=${1:?usage: benches/instruction_budget.sh target/release/mosaic}
 
 # Set 2026-11-27 on 74e1eec: 154,520 per page, 30,638 per proxied request.
-# Proxy raised 2026-12-07 from 33,000 (+3 %): the strict response decoder,
-# the idle check at checkout and the Host/X-Real-IP rules cost ~1,200 per
-# proxied request (32,300 measured; BENCHMARKS.md "session 7").
+# Re-measured 2026-12-07 with the strict HTTP/1 layer (BENCHMARKS.md,
+# session 7): 156,870 per page, 31,228 per proxied request.
 PAGE_BUDGET=167000
-PROXY_BUDGET=34000
+PROXY_BUDGET=33000
 
 measure() { # path requests -> instructions per request
     BENCH_DIR="$HERE/fixtures" "$HERE/callgrind.sh" "$MOSAIC" "$1" "$2" \

@@ -198,7 +198,7 @@ async fn dispatch(
                 client: &client,
                 per_request: &per_request,
                 request_id: &request_id,
-                trace_id: trace.trace_id(),
+                trace: &trace,
                 arrived,
             };
             let proxied = proxy::forward(&request, payload, proxy, server).await;

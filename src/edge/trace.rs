@@ -16,9 +16,14 @@ pub struct TraceContext {
 
 impl TraceContext {
     /// The trace id: 32 lowercase hex digits (read from `outgoing`, so no
-    /// copy is made per request).
+    /// copy is made per request; only those bytes are checked, not the whole
+    /// header value).
     pub fn trace_id(&self) -> &str {
-        self.outgoing.to_str().ok().and_then(|v| v.get(3..35)).unwrap_or("-")
+        self.outgoing
+            .as_bytes()
+            .get(3..35)
+            .and_then(|id| std::str::from_utf8(id).ok())
+            .unwrap_or("-")
     }
 }
 

@@ -47,8 +47,9 @@ pub struct ProxyRequest<'a> {
     pub per_request: &'a [(HeaderName, HeaderValue)],
     /// The request's `X-Request-Id`.
     pub request_id: &'a HeaderValue,
-    /// Its W3C trace id.
-    pub trace_id: &'a str,
+    /// Its trace context (the trace id is read from it only for a line
+    /// logged later).
+    pub trace: &'a crate::edge::trace::TraceContext,
     /// When it arrived.
     pub arrived: Instant,
 }
@@ -232,7 +233,7 @@ pub async fn forward(
     };
     let access = (streams && crate::telemetry::access::enabled()).then(|| DeferredAccess {
         request_id: request.request_id.clone(),
-        trace_id: request.trace_id.into(),
+        trace_id: request.trace.trace_id().into(),
         method: req.method().clone(),
         path: req.uri().path().into(),
         route: Arc::from(proxy.config.prefix.as_str()),
