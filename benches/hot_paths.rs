@@ -29,6 +29,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 
 use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use mosaic::backend::actor::{BackendActor, GetStatus};
+use mosaic::backend::balancer::Balancer;
+use mosaic::backend::breaker::Breaker;
 use mosaic::backend::client::Reply;
 use mosaic::backend::{Backend, FetchError, Transport};
 use mosaic::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy, InstanceSource};
@@ -57,30 +59,40 @@ fn backend_config() -> Arc<BackendConfig> {
     })
 }
 
+/// What a call reads of its backend's shared state: the instances (to pick
+/// one) and the breaker.
+struct Shared {
+    balancer: Balancer,
+    breaker: Breaker,
+}
+
 /// Same per-call work in each case: pick an instance and read the breaker.
-fn touch(backend: &Backend) -> usize {
-    let list = backend.balancer.snapshot();
-    let index = backend.balancer.pick(&list, None).unwrap_or(0);
-    index + backend.breaker.effective_state() as usize
+fn touch(shared: &Shared) -> usize {
+    let list = shared.balancer.snapshot();
+    let index = shared.balancer.pick(&list, None).unwrap_or(0);
+    index + shared.breaker.effective_state() as usize
 }
 
 fn state_access(c: &mut Criterion) {
-    let backend = Backend::new(backend_config(), 1 << 20);
+    let config = backend_config();
+    let shared = Arc::new(Shared {
+        balancer: Balancer::new(&["127.0.0.1:1".to_string(), "127.0.0.1:2".to_string()]),
+        breaker: Breaker::new("bench", &config.breaker),
+    });
     let mut group = c.benchmark_group("state_access");
-    group.bench_function("arc_direct", |b| b.iter(|| touch(&backend)));
+    group.bench_function("arc_direct", |b| b.iter(|| touch(&shared)));
 
     for (name, cross) in [("actor_same_arbiter", false), ("actor_cross_arbiter", true)] {
-        let backend = backend.clone();
         group.bench_function(name, move |b| {
             b.iter_custom(|iters| {
-                let backend = backend.clone();
+                let (_, control) = Backend::new(backend_config(), 1 << 20, None);
                 System::new().block_on(async move {
                     let restarts = Arc::new(AtomicU64::new(0));
                     let arbiter = Arbiter::new();
                     let addr = if cross {
-                        BackendActor::start_supervised(backend, restarts, &arbiter.handle())
+                        BackendActor::start_supervised(control, restarts, &arbiter.handle())
                     } else {
-                        BackendActor::start_supervised(backend, restarts, &Arbiter::current())
+                        BackendActor::start_supervised(control, restarts, &Arbiter::current())
                     };
                     let started = Instant::now();
                     for _ in 0..iters {
@@ -97,11 +109,11 @@ fn state_access(c: &mut Criterion) {
 }
 
 fn breaker(c: &mut Criterion) {
-    let backend = Backend::new(backend_config(), 1 << 20);
+    let breaker = Breaker::new("bench", &backend_config().breaker);
     c.bench_function("breaker_permit_record", |b| {
         b.iter(|| {
-            if let Some(permit) = backend.breaker.try_acquire() {
-                backend.breaker.record(permit, false);
+            if let Some(permit) = breaker.try_acquire() {
+                breaker.record(permit, false);
             }
         })
     });

@@ -152,14 +152,12 @@ impl Runtime {
                                 && old.backend.config().instances == backend_config.instances
                         })
                         .map(|old| old.backend.addresses());
-                    let backend = Backend::new(backend_config.clone(), config.server.max_body);
-                    if let Some(addresses) = carried {
-                        backend.set_instances(&addresses);
-                    }
+                    let (backend, backend_control) =
+                        Backend::new(backend_config.clone(), config.server.max_body, carried);
                     let restarts = Arc::new(AtomicU64::new(0));
                     let watch = discovery::watch_factory(backend_config, config.consul.as_ref());
                     let actor = BackendActor::start_watched(
-                        backend.clone(),
+                        backend_control,
                         restarts.clone(),
                         control,
                         watch,
@@ -190,7 +188,7 @@ impl Runtime {
 
     /// Whether every backend has at least one instance.
     pub fn ready(&self) -> bool {
-        self.backends.values().all(|h| !h.backend.balancer.snapshot().is_empty())
+        self.backends.values().all(|h| h.backend.has_instances())
     }
 }
 

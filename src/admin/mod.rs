@@ -87,7 +87,7 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     let missing: Vec<&str> = runtime
         .backends
         .iter()
-        .filter(|(_, h)| h.backend.balancer.snapshot().is_empty())
+        .filter(|(_, h)| !h.backend.has_instances())
         .map(|(name, _)| name.as_str())
         .collect();
     if missing.is_empty() {

@@ -33,8 +33,7 @@ use actix::prelude::*;
 use futures_util::FutureExt as _;
 
 use super::breaker::ForcedMode;
-use super::{Backend, BackendStatus};
-use crate::config::InstanceSource;
+use super::{BackendControl, BackendStatus};
 use crate::discovery::{Event, Watch, WatchFactory, WatchState};
 
 /// How long a restarted actor waits before its watch's first call.
@@ -47,7 +46,8 @@ pub struct ActorFailed;
 
 /// Owns one [`Backend`].
 pub struct BackendActor {
-    backend: Arc<Backend>,
+    /// The only handle that changes the backend.
+    control: BackendControl,
     restarts: Arc<AtomicU64>,
     restart_counter: metrics::Counter,
     /// Builds the discovery watch at every (re)start; `None` for static lists.
@@ -56,30 +56,30 @@ pub struct BackendActor {
 
 impl BackendActor {
     /// An actor for `backend`; `restarts` counts its restarts (shared with the registry).
-    pub fn new(backend: Arc<Backend>, restarts: Arc<AtomicU64>) -> Self {
-        let restart_counter = metrics::counter!("mosaic_actor_restarts_total", "backend" => backend.name().to_string());
-        Self { backend, restarts, restart_counter, watch: None }
+    pub fn new(control: BackendControl, restarts: Arc<AtomicU64>) -> Self {
+        let restart_counter = metrics::counter!("mosaic_actor_restarts_total", "backend" => control.backend().name().to_string());
+        Self { control, restarts, restart_counter, watch: None }
     }
 
     /// Starts the actor under a `Supervisor` on `arbiter`, without discovery.
     pub fn start_supervised(
-        backend: Arc<Backend>,
+        control: BackendControl,
         restarts: Arc<AtomicU64>,
         arbiter: &ArbiterHandle,
     ) -> Addr<Self> {
-        Self::start_watched(backend, restarts, arbiter, None)
+        Self::start_watched(control, restarts, arbiter, None)
     }
 
     /// Starts the actor under a `Supervisor` on `arbiter`; it runs the watch
     /// `watch` builds (see [`crate::discovery::watch_factory`]), if any.
     pub fn start_watched(
-        backend: Arc<Backend>,
+        control: BackendControl,
         restarts: Arc<AtomicU64>,
         arbiter: &ArbiterHandle,
         watch: Option<WatchFactory>,
     ) -> Addr<Self> {
         Supervisor::start_in_arbiter(arbiter, move |_| {
-            let mut actor = BackendActor::new(backend, restarts);
+            let mut actor = BackendActor::new(control, restarts);
             actor.watch = watch;
             actor
         })
@@ -102,7 +102,10 @@ impl BackendActor {
                     if !ctx.connected() {
                         // Nobody can reach this backend any more (replaced by a
                         // reload): stop watching so the actor can end.
-                        tracing::debug!(backend = this.backend.name(), "discovery watch ends");
+                        tracing::debug!(
+                            backend = this.control.backend().name(),
+                            "discovery watch ends"
+                        );
                         return;
                     }
                     if ctx.state().alive() {
@@ -111,7 +114,7 @@ impl BackendActor {
                 }
                 Err(_) => {
                     tracing::error!(
-                        backend = this.backend.name(),
+                        backend = this.control.backend().name(),
                         "discovery watch panicked; restarting the backend actor"
                     );
                     ctx.stop();
@@ -123,10 +126,10 @@ impl BackendActor {
 
     /// Applies one outcome of the watch; logs changes, never retries.
     fn apply_discovery(&mut self, event: Event) {
-        let backend = &self.backend;
+        let backend = self.control.backend();
         if let Event::Healthy { instances, .. } = &event {
             if backend.addresses() != *instances {
-                backend.set_instances(instances);
+                self.control.set_instances(instances);
                 tracing::info!(
                     backend = backend.name(),
                     instances = ?instances,
@@ -134,8 +137,8 @@ impl BackendActor {
                 );
             }
         }
-        let Some(before) = backend.discovery.record(&event) else { return };
-        let kept = backend.balancer.snapshot().len();
+        let Some(before) = self.control.record_discovery(&event) else { return };
+        let kept = backend.addresses().len();
         match (&event, before) {
             (Event::Failed { error, .. }, _) => tracing::warn!(
                 backend = backend.name(),
@@ -162,7 +165,7 @@ impl BackendActor {
             Ok(value) => Ok(value),
             Err(_) => {
                 tracing::error!(
-                    backend = self.backend.name(),
+                    backend = self.control.backend().name(),
                     "backend actor panicked; restarting"
                 );
                 ctx.stop();
@@ -173,10 +176,7 @@ impl BackendActor {
 
     /// Puts back what the configuration says (after a restart).
     fn apply_configuration(&mut self) {
-        // Discovered lists are kept: they are the last known good set.
-        if let InstanceSource::Static(list) = &self.backend.config().instances {
-            self.backend.set_instances(list);
-        }
+        self.control.apply_configured_instances();
     }
 }
 
@@ -203,7 +203,7 @@ impl Supervised for BackendActor {
         self.restart_counter.increment(1);
         self.apply_configuration();
         tracing::warn!(
-            backend = self.backend.name(),
+            backend = self.control.backend().name(),
             "backend actor restarted with its configuration"
         );
     }
@@ -218,7 +218,7 @@ impl Handler<SetInstances> for BackendActor {
     type Result = Result<(), ActorFailed>;
 
     fn handle(&mut self, msg: SetInstances, ctx: &mut Self::Context) -> Self::Result {
-        self.guarded(ctx, |this| this.backend.set_instances(&msg.0))
+        self.guarded(ctx, |this| this.control.set_instances(&msg.0))
     }
 }
 
@@ -231,7 +231,7 @@ impl Handler<GetStatus> for BackendActor {
     type Result = Result<BackendStatus, ActorFailed>;
 
     fn handle(&mut self, _msg: GetStatus, ctx: &mut Self::Context) -> Self::Result {
-        self.guarded(ctx, |this| this.backend.status())
+        self.guarded(ctx, |this| this.control.backend().status())
     }
 }
 
@@ -244,7 +244,7 @@ impl Handler<ForceBreaker> for BackendActor {
     type Result = Result<(), ActorFailed>;
 
     fn handle(&mut self, msg: ForceBreaker, ctx: &mut Self::Context) -> Self::Result {
-        self.guarded(ctx, |this| this.backend.breaker.force(msg.0))
+        self.guarded(ctx, |this| this.control.force_breaker(msg.0))
     }
 }
 
@@ -257,7 +257,9 @@ impl Handler<Crash> for BackendActor {
     type Result = Result<(), ActorFailed>;
 
     fn handle(&mut self, _msg: Crash, ctx: &mut Self::Context) -> Self::Result {
-        self.guarded(ctx, |this| panic!("crash requested for backend {}", this.backend.name()))
+        self.guarded(ctx, |this| {
+            panic!("crash requested for backend {}", this.control.backend().name())
+        })
     }
 }
 

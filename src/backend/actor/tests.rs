@@ -8,9 +8,10 @@ use std::time::Duration;
 use futures_util::future::LocalBoxFuture;
 
 use super::*;
-use crate::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy};
+use crate::backend::Backend;
+use crate::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy, InstanceSource};
 
-fn consul_backend() -> Arc<Backend> {
+fn consul_backend() -> (Arc<Backend>, BackendControl) {
     Backend::new(
         Arc::new(BackendConfig {
             name: "reviews".into(),
@@ -27,6 +28,7 @@ fn consul_backend() -> Arc<Backend> {
             default: None,
         }),
         1 << 20,
+        None,
     )
 }
 
@@ -72,7 +74,7 @@ async fn eventually(mut check: impl FnMut() -> bool) -> bool {
 /// list and degrades the state, a recovery.
 #[actix_rt::test]
 async fn watch_events_are_applied_by_the_actor() {
-    let backend = consul_backend();
+    let (backend, control) = consul_backend();
     let script = vec![
         healthy(&["127.0.0.1:1"]),
         healthy(&["127.0.0.1:1", "127.0.0.1:2"]),
@@ -83,12 +85,12 @@ async fn watch_events_are_applied_by_the_actor() {
     });
     let restarts = Arc::new(AtomicU64::new(0));
     let _addr = BackendActor::start_watched(
-        backend.clone(),
+        control,
         restarts.clone(),
         &actix::Arbiter::current(),
         Some(factory),
     );
-    assert!(eventually(|| backend.discovery.snapshot().state == WatchState::Degraded).await);
+    assert!(eventually(|| backend.status().discovery.state == WatchState::Degraded).await);
     assert_eq!(backend.addresses(), ["127.0.0.1:1", "127.0.0.1:2"], "last known set kept");
     assert_eq!(restarts.load(Ordering::Relaxed), 0);
 }
@@ -97,7 +99,7 @@ async fn watch_events_are_applied_by_the_actor() {
 /// `started` runs again and a fresh watch follows the source.
 #[actix_rt::test]
 async fn a_panicking_watch_restarts_the_actor_and_the_watch() {
-    let backend = consul_backend();
+    let (backend, control) = consul_backend();
     let generations = Arc::new(AtomicUsize::new(0));
     let counter = generations.clone();
     let factory: WatchFactory = Arc::new(move || {
@@ -110,7 +112,7 @@ async fn a_panicking_watch_restarts_the_actor_and_the_watch() {
     });
     let restarts = Arc::new(AtomicU64::new(0));
     let addr = BackendActor::start_watched(
-        backend.clone(),
+        control,
         restarts.clone(),
         &actix::Arbiter::current(),
         Some(factory),
@@ -142,12 +144,12 @@ impl Watch for Ticking {
 /// reload), the watch stops after its current step and the actor ends.
 #[actix_rt::test]
 async fn an_unreachable_actor_stops_watching() {
-    let backend = consul_backend();
+    let (_backend, control) = consul_backend();
     let steps = Arc::new(AtomicUsize::new(0));
     let counter = steps.clone();
     let factory: WatchFactory = Arc::new(move || Box::new(Ticking(counter.clone())));
     let addr = BackendActor::start_watched(
-        backend.clone(),
+        control,
         Arc::new(AtomicU64::new(0)),
         &actix::Arbiter::current(),
         Some(factory),

@@ -30,7 +30,7 @@ use crate::backend::client;
 use crate::backend::client::forward::{
     ForwardError, Incoming, IncomingBody, Limits, Outgoing, RequestBody as Framing,
 };
-use crate::backend::{Admission, Backend, FetchError};
+use crate::backend::{Admission, Backend, FetchError, Outcome};
 use crate::config::ServerConfig;
 use crate::http1::fields::parse_content_length;
 use crate::runtime::ProxyRuntime;
@@ -265,13 +265,8 @@ fn settle_now(
     status: u16,
     elapsed: std::time::Duration,
 ) {
-    let Some(permit) = permit else { return };
-    let server_error = (500..600).contains(&status);
-    backend.breaker.record(permit, server_error);
-    if server_error {
-        backend.stats.failed(FetchError::Status5xx, elapsed);
-    } else {
-        backend.stats.answered(status, elapsed);
+    if let Some(permit) = permit {
+        backend.record(permit, Outcome::Answered(status), elapsed);
     }
 }
 
@@ -307,7 +302,7 @@ async fn attempts<'a>(
     let mut previous = None;
     let mut started = arrived;
     loop {
-        let Some(index) = backend.balancer.pick(instances, previous) else {
+        let Some(index) = backend.pick(instances, previous) else {
             return Err(ForwardError::Upstream(FetchError::NoInstances));
         };
         let address = &instances[index].address;
@@ -320,9 +315,8 @@ async fn attempts<'a>(
             }
             Ok(incoming) => {
                 // A 5xx to a request that could be repeated elsewhere.
-                backend.breaker.record(permit, true);
                 let elapsed = incoming.answered_at.saturating_duration_since(started.into_std());
-                backend.stats.failed(FetchError::Status5xx, elapsed);
+                backend.record(permit, Outcome::Answered(incoming.status), elapsed);
                 match backend.permit_retry(&mut retries_left) {
                     Some(next) => permit = next,
                     None => return Ok(Attempted { incoming, permit: None, started }),
@@ -336,8 +330,7 @@ async fn attempts<'a>(
             Err(client_error) => return Err(client_error),
         };
         let ForwardError::Upstream(fetch) = error else { return Err(error) };
-        backend.breaker.record(permit, fetch.is_upstream_fault());
-        backend.stats.failed(fetch, started.elapsed());
+        backend.record(permit, Outcome::Failed(fetch), started.elapsed());
         if !fetch.is_retryable() {
             return Err(error);
         }

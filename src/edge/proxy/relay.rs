@@ -25,7 +25,7 @@ use tokio::time::Instant;
 use super::headers::raw_header_lines;
 use crate::backend::bulkhead::BulkheadSlot;
 use crate::backend::client::forward::{BodyStream, Incoming, IncomingBody};
-use crate::backend::{Backend, FetchError, HeldPermit};
+use crate::backend::{Backend, FetchError, HeldPermit, Outcome};
 use crate::telemetry::access;
 
 /// What a proxied request's access line needs, kept for a body that ends
@@ -119,32 +119,23 @@ impl RelayedBody {
     /// ended (`Err(name)` for a client that went away first).
     fn settle(&mut self, outcome: Result<Option<FetchError>, &'static str>) {
         let Some(call) = self.call.take() else { return };
-        let server_error = self.status >= 500;
         let body_error = match outcome {
-            Ok(None) | Err(_) => {
+            Ok(None) => {
                 if let Some(permit) = call.permit {
-                    match outcome {
-                        // The service did nothing wrong, or nothing we saw:
-                        // a client that left gives the permit back unrecorded.
-                        Err(_) => drop(permit),
-                        Ok(_) => permit.record(server_error),
-                    }
-                    if server_error {
-                        call.backend.stats.failed(FetchError::Status5xx, call.head_elapsed);
-                    } else {
-                        call.backend.stats.answered(self.status, call.head_elapsed);
-                    }
+                    permit.record(Outcome::Answered(self.status), call.head_elapsed);
                 }
-                outcome.err()
+                None
             }
             Ok(Some(error)) => {
                 if let Some(permit) = call.permit {
-                    permit.record(true);
-                    call.backend.stats.failed(error, call.started.elapsed());
+                    permit.record(Outcome::Failed(error), call.started.elapsed());
                 }
                 tracing::warn!(backend = call.backend.name(), %error, "proxied body failed");
                 Some(error.as_str())
             }
+            // The service did nothing wrong that we saw: the permit goes
+            // back unrecorded (dropped with the call).
+            Err(reason) => Some(reason),
         };
         drop(call.slot);
         if let Some(line) = &call.access {

@@ -1,0 +1,306 @@
+//! A section's call (SPEC.md, "Failure handling, per section"): fresh cache
+//! → breaker → bulkhead → attempts (per-attempt timeout, never past the
+//! deadline, retried on another instance for connect/timeout/5xx) → on
+//! failure stale, default or `null`; concurrent calls for one cached key
+//! share one call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::header::{HeaderName, HeaderValue};
+use tokio::time::Instant;
+
+use super::answer::{self, Fetched};
+use super::cache::{self, CacheKey, Lookup};
+use super::client::{self, Reply};
+use super::flight::{self, Role};
+use super::{Admission, Backend, FetchError, Outcome};
+use crate::page::{SectionReply, Source};
+
+/// How one attempt reaches an instance. Production uses [`Network`]; the
+/// seam exists so that a benchmark can measure the call procedure (breaker,
+/// bulkhead, timers, stats) around an answer that costs nothing.
+pub trait Transport: Clone + 'static {
+    /// GETs `path` from the instance at `address` once.
+    fn get<'a>(
+        &'a self,
+        address: &'a str,
+        path: &'a str,
+        headers: &'a [(HeaderName, HeaderValue)],
+        max_body: usize,
+    ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a;
+}
+
+/// The real thing: this worker's pooled HTTP/1.1 connections.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Network;
+
+impl Transport for Network {
+    fn get<'a>(
+        &'a self,
+        address: &'a str,
+        path: &'a str,
+        headers: &'a [(HeaderName, HeaderValue)],
+        max_body: usize,
+    ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a {
+        client::get(address, path, headers, max_body)
+    }
+}
+
+/// A retry is not started with less time than this before the deadline.
+const MIN_RETRY_BUDGET: Duration = Duration::from_millis(5);
+
+/// What a section asks of its backend.
+#[derive(Debug, Clone)]
+pub struct CallSpec {
+    /// The rendered service path (and query).
+    pub path: String,
+    /// Headers to send: the request id and the section's `forward_headers`.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The cache key, when the backend caches (see [`Backend::cache_key`]).
+    pub cache_key: Option<CacheKey>,
+}
+
+/// What the cache says about a section's call.
+#[derive(Debug)]
+pub enum CacheStep {
+    /// Answered from a fresh entry.
+    Served(SectionReply),
+    /// The call must be made; `stale` is served if it fails.
+    Call {
+        /// An entry past `ttl` but within `stale_if_error`.
+        stale: Option<Arc<cache::CachedResponse>>,
+    },
+}
+
+impl Backend {
+    /// The cache key of a call: the path and the section's forwarded header
+    /// values (pass exactly those), so one user's answer is never served to
+    /// another. `None` without a cache.
+    ///
+    /// The bytes are `path`, then `\nname=value` per header: a rendered path
+    /// holds no LF, a name no `=` or LF and a value no LF, so two different
+    /// calls never share a key. Values are taken as bytes, never decoded.
+    pub fn cache_key(&self, path: &str, headers: &[(HeaderName, HeaderValue)]) -> Option<CacheKey> {
+        self.cache.as_ref()?;
+        let mut key = Vec::with_capacity(path.len() + 32);
+        key.extend_from_slice(path.as_bytes());
+        for (name, value) in headers {
+            key.push(b'\n');
+            key.extend_from_slice(name.as_str().as_bytes());
+            key.push(b'=');
+            key.extend_from_slice(value.as_bytes());
+        }
+        Some(key.into())
+    }
+
+    /// Step 1 of a section's call, synchronous: a fresh cache entry answers
+    /// it at once; otherwise the call goes ahead, with the stale entry (if
+    /// any) kept as its fallback. The coordinator runs this before it starts
+    /// any future, so a section served from cache costs no task machinery.
+    pub fn consult_cache(&self, spec: &CallSpec, started: Instant) -> CacheStep {
+        let (Some(cache), Some(key)) = (&self.cache, &spec.cache_key) else {
+            return CacheStep::Call { stale: None };
+        };
+        let stale = match cache.lookup_at(key, started) {
+            Lookup::Fresh(entry) => {
+                self.stats.cache_hit();
+                return CacheStep::Served(SectionReply {
+                    source: Source::Cache,
+                    status: Some(entry.status),
+                    body: Some(entry.body.clone()),
+                    error: None,
+                    age: Some(started.saturating_duration_since(entry.fetched_at)),
+                    elapsed: started.elapsed(),
+                });
+            }
+            Lookup::Stale(entry) => Some(entry),
+            Lookup::Miss => None,
+        };
+        self.stats.cache_miss();
+        CacheStep::Call { stale }
+    }
+
+    /// The rest of a section's call after [`Backend::consult_cache`] said to
+    /// make it: live (shared with concurrent identical calls when cached),
+    /// else stale, default or `null`.
+    pub async fn fetch_uncached<T: Transport>(
+        self: &Arc<Self>,
+        spec: CallSpec,
+        stale: Option<Arc<cache::CachedResponse>>,
+        started: Instant,
+        deadline: Instant,
+        transport: &T,
+    ) -> SectionReply {
+        let result = match spec.cache_key.clone() {
+            Some(key) if self.cache.is_some() => {
+                self.shared_call(key, spec, deadline, transport).await
+            }
+            _ => self.call_via(&spec.path, &spec.headers, deadline, transport).await,
+        };
+        match result {
+            // A 4xx is an answer: live, no body, no error.
+            Ok(fetched) => SectionReply {
+                source: Source::Live,
+                status: Some(fetched.status),
+                body: fetched.is_success().then_some(fetched.body),
+                error: None,
+                age: None,
+                elapsed: started.elapsed(),
+            },
+            Err(error) => self.fallback(error, stale, started.elapsed()),
+        }
+    }
+
+    /// What to serve when the call failed or never happened: stale, default or null.
+    pub fn fallback(
+        &self,
+        error: FetchError,
+        stale: Option<Arc<cache::CachedResponse>>,
+        elapsed: Duration,
+    ) -> SectionReply {
+        if let Some(entry) = stale {
+            return SectionReply {
+                source: Source::Stale,
+                status: Some(entry.status),
+                body: Some(entry.body.clone()),
+                error: Some(error),
+                age: Some(entry.fetched_at.elapsed()),
+                elapsed,
+            };
+        }
+        if let Some(default) = &self.config.default {
+            return SectionReply {
+                source: Source::Default,
+                status: None,
+                body: Some(default.clone()),
+                error: Some(error),
+                age: None,
+                elapsed,
+            };
+        }
+        SectionReply::none(error, elapsed)
+    }
+
+    /// The fallback for a section whose time ran out, looked up afresh.
+    pub fn fallback_for_key(
+        &self,
+        error: FetchError,
+        key: Option<&[u8]>,
+        elapsed: Duration,
+    ) -> SectionReply {
+        let stale = match (&self.cache, key) {
+            (Some(cache), Some(key)) => match cache.lookup(key) {
+                Lookup::Fresh(e) | Lookup::Stale(e) => Some(e),
+                Lookup::Miss => None,
+            },
+            _ => None,
+        };
+        self.fallback(error, stale, elapsed)
+    }
+
+    async fn shared_call<T: Transport>(
+        self: &Arc<Self>,
+        key: CacheKey,
+        spec: CallSpec,
+        deadline: Instant,
+        transport: &T,
+    ) -> Result<Fetched, FetchError> {
+        let slot = match self.flights.join(&key) {
+            Role::Follow(slot) => slot,
+            Role::Alone => {
+                let result = self.call_via(&spec.path, &spec.headers, deadline, transport).await;
+                self.store(&key, &result);
+                return result;
+            }
+            Role::Lead(lead) => {
+                let slot = lead.subscribe();
+                let backend = self.clone();
+                let transport = transport.clone();
+                // A shared call serves every waiter, not only the request
+                // that started it: it gets at least one full attempt even if
+                // the leader's deadline is nearer. Each waiter still stops
+                // waiting at its own deadline (the coordinator cuts it).
+                let deadline = deadline.max(Instant::now() + self.config.timeout);
+                // Its own task: the call completes and fills the cache even if
+                // this request goes away; the lead publishes to every waiter.
+                actix_rt::spawn(async move {
+                    let result =
+                        backend.call_via(&spec.path, &spec.headers, deadline, &transport).await;
+                    backend.store(&key, &result);
+                    lead.publish(result);
+                });
+                slot
+            }
+        };
+        flight::wait(slot).await
+    }
+
+    fn store(&self, key: &CacheKey, result: &Result<Fetched, FetchError>) {
+        if let (Some(cache), Ok(fetched)) = (&self.cache, result) {
+            if fetched.is_success() {
+                cache.insert(key.clone(), fetched.status, fetched.body.clone());
+            }
+        }
+    }
+
+    /// The attempts of one idempotent GET over `transport`: breaker,
+    /// bulkhead, per-attempt timeout, retries on other instances while the
+    /// deadline allows.
+    pub async fn call_via<T: Transport>(
+        &self,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        deadline: Instant,
+        transport: &T,
+    ) -> Result<Fetched, FetchError> {
+        let Admission { instances, mut permit, slot: _slot } = self.admit()?;
+        let mut retries_left = self.retry_budget(&instances, true);
+        let mut previous = None;
+        loop {
+            let Some(index) = self.balancer.pick(&instances, previous) else {
+                return Err(FetchError::NoInstances);
+            };
+            let address = &instances[index].address;
+            let started = Instant::now();
+            let result = self.attempt(transport, address, path, headers, deadline, started).await;
+            self.record(permit, Outcome::of(&result), started.elapsed());
+            let error = match result {
+                Ok(fetched) => return Ok(fetched),
+                Err(error) => error,
+            };
+            let time_left = deadline.saturating_duration_since(Instant::now());
+            if !error.is_retryable() || time_left < MIN_RETRY_BUDGET {
+                return Err(error);
+            }
+            permit = match self.permit_retry(&mut retries_left) {
+                Some(p) => p,
+                None => return Err(error),
+            };
+            previous = Some(index);
+        }
+    }
+
+    /// One attempt, bounded by `timeout` and by the deadline, judged by
+    /// SPEC.md's status rules (`answer`).
+    async fn attempt<T: Transport>(
+        &self,
+        transport: &T,
+        address: &str,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        deadline: Instant,
+        started: Instant,
+    ) -> Result<Fetched, FetchError> {
+        let timeout_at = started + self.config.timeout;
+        let (limit, on_expiry) = if deadline < timeout_at {
+            (deadline, FetchError::Deadline)
+        } else {
+            (timeout_at, FetchError::Timeout)
+        };
+        tokio::time::timeout_at(limit, transport.get(address, path, headers, self.max_body))
+            .await
+            .unwrap_or(Err(on_expiry))
+            .and_then(answer::judge)
+    }
+}
