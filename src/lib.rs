@@ -7,8 +7,9 @@
 //! - [`edge`]: the actix-web listener: request ids, routing, composed pages, proxy routes.
 //! - [`coordinator`]: fans a page out to its sections and collects them under the deadline.
 //! - [`page`]: the page envelope (`_mosaic`), section sources and errors, status rules.
-//! - [`backend`]: one back-end service: its supervised actor, breaker, bulkhead,
-//!   cache, shared calls, load balancing, HTTP client and default response.
+//! - [`backend`]: one back-end service: its state (read-only to requests), the
+//!   `BackendControl` its supervised actor alone holds, breaker, bulkhead, cache,
+//!   shared calls, load balancing, HTTP client, a section's call procedure.
 //! - [`http1`]: HTTP/1.1 message rules shared by the edge and the client: hop-by-hop
 //!   headers, strict `Content-Length`, the one response decoder.
 //! - [`gateway`]: the shared state: the runtime in force, reload.
