@@ -212,7 +212,10 @@ pub fn raw_header_lines(incoming: &Incoming) -> (RawHeaderLines, Option<u64>) {
         if hop_by_hop || name.eq_ignore_ascii_case(b"x-request-id") {
             continue;
         }
-        lines.push(name, value);
+        // The decoder let only valid fields through, and the framing ones
+        // were dropped above: a refusal here cannot happen, and would only
+        // drop the line.
+        let _ = lines.push(name, value);
     }
     (lines, length)
 }
@@ -284,6 +287,31 @@ mod tests {
         let plain = incoming(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-A: 1\r\n\r\n");
         let (raw, length) = raw_header_lines(&plain);
         assert_eq!((raw.lines(), length, raw.has_date()), (&b"X-A: 1\r\n"[..], None, false));
+    }
+
+    #[test]
+    fn header_lines_that_could_split_or_reframe_a_response_are_refused() {
+        use actix_http::InvalidHeaderLine;
+        let mut lines = RawHeaderLines::with_capacity(64);
+        let refused = [
+            (&b""[..], &b"x"[..], InvalidHeaderLine::Name),
+            (b"X A", b"x", InvalidHeaderLine::Name),
+            (b"X:A", b"x", InvalidHeaderLine::Name),
+            (b"X-A", b"1\r\nSet-Cookie: stolen=1", InvalidHeaderLine::Value),
+            (b"X-A", b"1\nX-B: 2", InvalidHeaderLine::Value),
+            (b"X-A", b"a\0b", InvalidHeaderLine::Value),
+            (b"X-A", b"a\x7fb", InvalidHeaderLine::Value),
+            (b"Content-Length", b"5", InvalidHeaderLine::Framing),
+            (b"transfer-encoding", b"chunked", InvalidHeaderLine::Framing),
+            (b"CONNECTION", b"close", InvalidHeaderLine::Framing),
+        ];
+        for (name, value, why) in refused {
+            assert_eq!(lines.push(name, value), Err(why), "{name:?}: {value:?}");
+        }
+        assert!(lines.lines().is_empty(), "a refused line writes nothing");
+        // Tabs, spaces and obs-text are field content.
+        assert_eq!(lines.push(b"X-A", b"a\tb c\xe9"), Ok(()));
+        assert_eq!(lines.lines(), b"X-A: a\tb c\xe9\r\n");
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub use self::{
     message::{ConnectionType, Message},
     payload::{BoxedPayloadStream, Payload},
     requests::{Request, RequestHead, RequestHeadType},
-    responses::{RawHeaderLines, Response, ResponseBuilder, ResponseHead},
+    responses::{InvalidHeaderLine, RawHeaderLines, Response, ResponseBuilder, ResponseHead},
     service::HttpService,
 };
 

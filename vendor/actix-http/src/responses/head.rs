@@ -25,10 +25,11 @@ pub struct ResponseHead {
 /// A gateway relaying a response it has parsed itself has its header lines
 /// at hand; building a `HeaderName` and `HeaderValue` for each, hashing them
 /// into a map and encoding them again costs more than the rest of the
-/// relay. Whoever pushes a line vouches that it is a valid field (token
-/// name, value without CR or LF) and that it does not frame the message
-/// (`Content-Length`, `Transfer-Encoding`, `Connection`): the encoder writes
-/// those from the body and connection state.
+/// relay. [`RawHeaderLines::push`] checks each field as the map would (a
+/// token name, a value without CR, LF or other control characters but
+/// HTAB) and refuses the ones that frame the message (`Content-Length`,
+/// `Transfer-Encoding`, `Connection`, whose values the encoder writes from
+/// the body and connection state), so no caller can split a response.
 #[derive(Debug, Clone, Default)]
 pub struct RawHeaderLines {
     lines: Vec<u8>,
@@ -41,13 +42,27 @@ impl RawHeaderLines {
         RawHeaderLines { lines: Vec::with_capacity(capacity), has_date: false }
     }
 
-    /// Appends `name: value` (see the type for what the caller vouches).
-    pub fn push(&mut self, name: &[u8], value: &[u8]) {
+    /// Appends `name: value`, unless it is not a valid field line or is
+    /// one the encoder writes itself (see the type).
+    pub fn push(&mut self, name: &[u8], value: &[u8]) -> Result<(), InvalidHeaderLine> {
+        if name.is_empty() || !name.iter().all(|&b| TOKEN[usize::from(b)]) {
+            return Err(InvalidHeaderLine::Name);
+        }
+        if value.iter().any(|&b| (b < b' ' && b != b'\t') || b == 0x7f) {
+            return Err(InvalidHeaderLine::Value);
+        }
+        if [&b"content-length"[..], b"transfer-encoding", b"connection"]
+            .iter()
+            .any(|framing| framing.eq_ignore_ascii_case(name))
+        {
+            return Err(InvalidHeaderLine::Framing);
+        }
         self.has_date |= name.eq_ignore_ascii_case(b"date");
         self.lines.extend_from_slice(name);
         self.lines.extend_from_slice(b": ");
         self.lines.extend_from_slice(value);
         self.lines.extend_from_slice(b"\r\n");
+        Ok(())
     }
 
     /// The encoded lines.
@@ -71,6 +86,34 @@ impl RawHeaderLines {
             })
     }
 }
+
+/// mosaic patch: why [`RawHeaderLines::push`] refused a line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InvalidHeaderLine {
+    /// The name is empty or not a token.
+    Name,
+    /// The value holds CR, LF or another control character.
+    Value,
+    /// `Content-Length`, `Transfer-Encoding` or `Connection`: the encoder's.
+    Framing,
+}
+
+/// mosaic patch: RFC 9110 `tchar`, one look-up a byte.
+const TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^'
+                    | b'_' | b'`' | b'|' | b'~'
+            );
+        b += 1;
+    }
+    table
+};
 
 impl ResponseHead {
     /// Create new instance of `ResponseHead` type

@@ -8,6 +8,6 @@ mod response;
 pub(crate) use self::head::BoxedResponseHead;
 pub use self::{
     builder::ResponseBuilder,
-    head::{RawHeaderLines, ResponseHead},
+    head::{InvalidHeaderLine, RawHeaderLines, ResponseHead},
     response::Response,
 };
