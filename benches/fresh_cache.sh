@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Page throughput with every optional section in fresh cache, against the
-# same page uncached (issue 6: at least 3x).
+# same page uncached (the target: at least 3x).
 #
 #   benches/fresh_cache.sh target/release/mosaic [ROUNDS]
 #

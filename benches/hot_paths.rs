@@ -9,7 +9,7 @@
 //! - `template`: matching `/products/{id}` and rendering two service paths.
 //! - `cache_lookup`: a fresh hit in a 10,000-entry section cache, key
 //!   building included.
-//! - `bookkeeping`: issue 6's resilience bookkeeping per page. The real
+//! - `bookkeeping`: the resilience bookkeeping per page (target ≤ 5 µs). The real
 //!   coordinator and call procedure (breaker admit/record, bulkhead, per-
 //!   attempt and deadline timers, section labels, metrics with the Prometheus
 //!   recorder installed, template rendering) composing the 7-section bench

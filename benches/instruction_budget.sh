@@ -6,8 +6,8 @@
 #
 # Wall-clock speed cannot be asserted on a shared VM (BENCHMARKS.md: the same
 # build's cost moves by 10-20 % within an hour), but instruction counts for a
-# fixed input are repeatable to ~0.2 %. The budgets sit ~8 % above what the
-# build measured when they were set (BENCHMARKS.md, session 6), so that a
+# fixed input are repeatable to ~0.2 %. The budgets sit a few per cent above
+# the counts BENCHMARKS.md records with each change to them, so that a
 # compiler or dependency update passes and a design regression fails:
 # building JSON values to check section bodies, an actor hop or a new client
 # per call, or headers through a map per call each cost more than that.
@@ -20,9 +20,6 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 MOSAIC=${1:?usage: benches/instruction_budget.sh target/release/mosaic}
 
-# Set 2026-11-27 on 74e1eec: 154,520 per page, 30,638 per proxied request.
-# Re-measured 2026-12-07 with the strict HTTP/1 layer (BENCHMARKS.md,
-# session 7): 156,870 per page, 31,228 per proxied request.
 PAGE_BUDGET=167000
 PROXY_BUDGET=33000
 

@@ -203,15 +203,28 @@ async fn an_index_going_backwards_is_reset() {
     let gw = start_gateway(&config(&consul.url(), "backwards", None)).await;
     until_served_by(&gw, &["a"], WITHIN).await;
     let high = consul.index();
+    let calls_before = consul.health_requests().len();
     consul.force_index(2);
-    tokio::time::sleep(Duration::from_millis(1500)).await; // one blocking wait
+    // The blocking call in flight ends with the lower index: the watch must
+    // start over with a call that carries no index.
+    let until = Instant::now() + WITHIN;
+    while !consul
+        .health_requests()
+        .iter()
+        .skip(calls_before)
+        .any(|(target, _)| !target.contains("index="))
+    {
+        assert!(
+            Instant::now() < until,
+            "no refetch after the reset: {:?}",
+            consul.health_requests()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     consul.register(Instance::new("b", "reviews", b.addr));
     consul.deregister("a");
     assert!(consul.index() < high, "still below the old index");
     until_served_by(&gw, &["b"], WITHIN).await;
-    let reset =
-        consul.health_requests().iter().skip(1).any(|(target, _)| !target.contains("index="));
-    assert!(reset, "a non-blocking refetch after the reset: {:?}", consul.health_requests());
     gw.stop(false).await;
 }
 
@@ -278,7 +291,11 @@ async fn startup_with_consul_down_is_not_ready_until_it_answers() {
     consul.register(Instance::new("a", "reviews", a.addr));
     consul.stop();
     let gw = start_gateway(&config(&consul.url(), "startup", None)).await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let until = Instant::now() + WITHIN;
+    while admin_entry(&gw, "startup").await["discovery"]["state"] != "degraded" {
+        assert!(Instant::now() < until, "the failed first call is reported");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let page = get(gw.addr, "/products/1").await;
     assert_eq!(page.status, 200);
     assert_eq!(page.meta("reviews")["error"], "no_instances");

@@ -287,7 +287,7 @@ async fn removed_backend_finishes_its_requests_in_flight() {
     let (gw, file) = start_gateway_from_file(&toml).await;
     let addr = gw.addr;
     let in_flight = actix_rt::spawn(async move { get(addr, "/leaving/1").await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(eventually(Duration::from_secs(2), || svc.calls() == 1).await, "in flight");
     std::fs::write(file.path(), config("arriving", &other.address(), "")).expect("write");
     let reloaded = admin(gw.admin_addr, "POST", "/admin/reload", None, None).await;
     assert_eq!(reloaded.json()["changes"]["removed"][0], "leaving");

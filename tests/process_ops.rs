@@ -378,7 +378,7 @@ fn raise_open_files(wanted: u64) -> u64 {
 /// Idle keep-alive clients cost the gateway little memory: each connection
 /// asks for a composed page, reads it, and stays open. An edge gateway holds
 /// thousands of these (mobile clients between taps); the budget is the
-/// issue 6 target of 64 MiB for 10,000 (about 5.5 KiB each over the base).
+/// target of 64 MiB for 10,000 (about 5.5 KiB each over the base).
 /// Stock actix-http keeps 16 KiB of buffers per connection (12 KiB resident).
 #[test]
 fn idle_keep_alive_connections_hold_little_memory() {

@@ -277,7 +277,8 @@ sections = [ {{ name = \"reviews\", backend = \"reviews\", path = \"/reviews/{{i
     let gw = start_gateway(&toml).await;
     let addr = gw.addr;
     let quick = actix_rt::spawn(async move { get(addr, "/quick/5").await });
-    tokio::time::sleep(Duration::from_millis(30)).await;
+    // The quick page's call is at the service: the patient page joins it.
+    assert!(eventually(Duration::from_secs(2), || reviews.calls() == 1).await);
     let patient = get(gw.addr, "/patient/5").await;
     let quick = quick.await.expect("quick page");
     assert_eq!(quick.meta("reviews")["error"], "deadline");

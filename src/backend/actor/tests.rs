@@ -127,16 +127,26 @@ async fn a_panicking_watch_restarts_the_actor_and_the_watch() {
     assert_eq!(generations.load(Ordering::SeqCst), 3);
 }
 
-/// A watch that reports the same instance every few milliseconds, counting steps.
-struct Ticking(Arc<AtomicUsize>);
+/// A watch that reports the same instance every few milliseconds, counting
+/// its steps and the watches the actor made; its drop is counted too.
+struct Ticking {
+    steps: Arc<AtomicUsize>,
+    dropped: Arc<AtomicUsize>,
+}
 
 impl Watch for Ticking {
     fn next(&mut self) -> LocalBoxFuture<'_, Event> {
         Box::pin(async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            self.0.fetch_add(1, Ordering::SeqCst);
+            self.steps.fetch_add(1, Ordering::SeqCst);
             healthy(&["127.0.0.1:1"])
         })
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.dropped.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -146,8 +156,15 @@ impl Watch for Ticking {
 async fn an_unreachable_actor_stops_watching() {
     let (_backend, control) = consul_backend();
     let steps = Arc::new(AtomicUsize::new(0));
-    let counter = steps.clone();
-    let factory: WatchFactory = Arc::new(move || Box::new(Ticking(counter.clone())));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let made = Arc::new(AtomicUsize::new(0));
+    let factory: WatchFactory = {
+        let (steps, dropped, made) = (steps.clone(), dropped.clone(), made.clone());
+        Arc::new(move || {
+            made.fetch_add(1, Ordering::SeqCst);
+            Box::new(Ticking { steps: steps.clone(), dropped: dropped.clone() })
+        })
+    };
     let addr = BackendActor::start_watched(
         control,
         Arc::new(AtomicU64::new(0)),
@@ -156,8 +173,11 @@ async fn an_unreachable_actor_stops_watching() {
     );
     assert!(eventually(|| steps.load(Ordering::SeqCst) >= 3).await);
     drop(addr);
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let after_drop = steps.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert_eq!(steps.load(Ordering::SeqCst), after_drop, "no more calls");
+    assert!(eventually(|| dropped.load(Ordering::SeqCst) == 1).await, "the watch ends");
+    let steps_at_end = steps.load(Ordering::SeqCst);
+    // The stopped actor's arbiter has nothing left of it to run: no new
+    // watch, no further step.
+    actix_rt::task::yield_now().await;
+    assert_eq!(made.load(Ordering::SeqCst), 1, "no watch made again");
+    assert_eq!(steps.load(Ordering::SeqCst), steps_at_end, "no more calls");
 }

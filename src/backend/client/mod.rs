@@ -16,6 +16,9 @@ pub mod forward;
 mod pool;
 pub mod wire;
 
+#[cfg(test)]
+mod test_service;
+
 use std::time::Instant;
 
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -81,52 +84,17 @@ pub use super::json_check::is_json;
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use std::time::Duration;
+    use std::sync::atomic::Ordering;
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::{TcpListener, TcpStream};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
 
+    use super::test_service::{closes, read_request, server};
     use super::*;
-
-    /// A raw HTTP server on loopback: `handler(n, stream)` serves the n-th
-    /// accepted connection. Returns the address and the accept count.
-    async fn server<F, Fut>(handler: F) -> (String, Arc<AtomicUsize>)
-    where
-        F: Fn(usize, TcpStream) -> Fut + Send + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let n = count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(handler(n, stream));
-            }
-        });
-        (address, accepted)
-    }
-
-    /// Reads one request head; `None` when the client closed.
-    async fn read_request(stream: &mut TcpStream) -> Option<String> {
-        let mut head = Vec::new();
-        let mut byte = [0u8; 1];
-        while !head.ends_with(b"\r\n\r\n") {
-            if stream.read(&mut byte).await.ok()? == 0 {
-                return None;
-            }
-            head.push(byte[0]);
-        }
-        Some(String::from_utf8(head).unwrap())
-    }
 
     /// Answers every request on the connection with `answer`.
     async fn answer_all(mut stream: TcpStream, answer: &'static str) {
-        while read_request(&mut stream).await.is_some() {
+        while read_request(&mut stream, 0).await.is_some() {
             if stream.write_all(answer.as_bytes()).await.is_err() {
                 return;
             }
@@ -177,7 +145,7 @@ mod tests {
         let (address, _) = server(move |_, mut s| {
             let seen_tx = seen_tx.clone();
             async move {
-                let request = read_request(&mut s).await.unwrap();
+                let request = read_request(&mut s, 0).await.unwrap().0;
                 seen_tx.send(request).await.unwrap();
                 s.write_all(OK_JSON.as_bytes()).await.unwrap();
             }
@@ -206,7 +174,7 @@ mod tests {
     #[tokio::test]
     async fn answers_written_a_byte_at_a_time_are_read_whole() {
         let (address, accepted) = server(|_, mut s| async move {
-            while read_request(&mut s).await.is_some() {
+            while read_request(&mut s, 0).await.is_some() {
                 for byte in OK_JSON.as_bytes() {
                     s.write_all(&[*byte]).await.unwrap();
                     s.flush().await.unwrap();
@@ -223,7 +191,7 @@ mod tests {
     #[tokio::test]
     async fn a_body_ended_by_close_is_read_and_the_connection_not_kept() {
         let (address, accepted) = server(|_, mut s| async move {
-            read_request(&mut s).await;
+            read_request(&mut s, 0).await;
             s.write_all(b"HTTP/1.1 200 OK\r\n\r\n[1,2,3]").await.unwrap();
         })
         .await;
@@ -247,15 +215,19 @@ mod tests {
     async fn a_connection_the_service_closed_while_idle_is_replaced_transparently() {
         // Each connection serves one exchange, then the service closes it
         // (as a service with a short keep-alive timeout does).
-        let (address, accepted) = server(|_, mut s| async move {
-            read_request(&mut s).await;
-            s.write_all(OK_JSON.as_bytes()).await.unwrap();
-            let _ = s.shutdown().await;
+        let (service_closes, mut close_seen) = closes();
+        let (address, accepted) = server(move |_, mut s| {
+            let service_closes = service_closes.clone();
+            async move {
+                read_request(&mut s, 0).await;
+                s.write_all(OK_JSON.as_bytes()).await.unwrap();
+                service_closes.close(s).await;
+            }
         })
         .await;
         get(&address).await.unwrap();
-        // Let the FIN arrive, so the pooled connection is really dead.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The pooled connection is really dead before the next call.
+        close_seen.next().await;
         let fetched = get(&address).await.unwrap();
         assert_eq!(fetched.status, 200);
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -264,7 +236,7 @@ mod tests {
     #[tokio::test]
     async fn a_fresh_connection_closed_before_answering_is_a_connect_error() {
         let (address, accepted) = server(|_, mut s| async move {
-            read_request(&mut s).await;
+            read_request(&mut s, 0).await;
         })
         .await;
         assert_eq!(get(&address).await.unwrap_err(), FetchError::Connect);
@@ -274,7 +246,7 @@ mod tests {
     #[tokio::test]
     async fn an_answer_cut_mid_body_is_a_connect_error() {
         let (address, _) = server(|_, mut s| async move {
-            read_request(&mut s).await;
+            read_request(&mut s, 0).await;
             s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"a\":").await.unwrap();
         })
         .await;
@@ -298,7 +270,7 @@ mod tests {
         let chunked = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
                        300\r\n";
         let (address, _) = server(move |_, mut s| async move {
-            read_request(&mut s).await;
+            read_request(&mut s, 0).await;
             s.write_all(chunked.as_bytes()).await.unwrap();
             let chunk = format!("{}\r\n300\r\n", "x".repeat(0x300));
             for _ in 0..4 {

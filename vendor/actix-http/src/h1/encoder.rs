@@ -418,10 +418,10 @@ impl<T: MessageType> MessageEncoder<T> {
             self.te = TransferEncoding::empty();
         }
 
-        // mosaic patch: room for the head and a known-size body in one allocation. The
-        // dispatcher no longer gives a connection back from idle a fixed 8 KiB write buffer;
-        // growing one after the head is written would reallocate and copy it (for a 10 KB
-        // page, an 8 KiB copy per response).
+        // mosaic patch: room for the head and a known-size body in one allocation. A
+        // connection back from idle has no write buffer (see `release_idle_buffers`); one
+        // sized for the head alone would be grown, reallocated and copied, once the body
+        // is written.
         if let (false, BodySize::Sized(len)) = (head, length) {
             let body = usize::try_from(len).unwrap_or(usize::MAX).min(MAX_BODY_RESERVE);
             dst.reserve(message.head_capacity() + body);
