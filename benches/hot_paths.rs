@@ -35,8 +35,8 @@ use mosaic::backend::client::Reply;
 use mosaic::backend::{Backend, FetchError, Transport};
 use mosaic::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy, InstanceSource};
 use mosaic::coordinator::compose_via;
+use mosaic::gateway::runtime::Runtime;
 use mosaic::page::{assemble, SectionLabel, SectionReply, Source};
-use mosaic::runtime::Runtime;
 use mosaic::template::{PathTemplate, RouteTemplate};
 
 fn backend_config() -> Arc<BackendConfig> {

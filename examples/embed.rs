@@ -23,14 +23,14 @@ fn main() -> ExitCode {
     config.admin.listen.set_port(0);
     println!("{}", config.summary());
     let outcome = actix_rt::System::new().block_on(async move {
-        let gateway = mosaic::edge::start(config).await?;
+        let gateway = mosaic::gateway::start(config).await?;
         println!("gateway on http://{}  admin on http://{}", gateway.addr, gateway.admin_addr);
         for route in &gateway.gateway().runtime().routes {
             println!("  route {}", route.config.path);
         }
-        mosaic::edge::shutdown_signal().await;
+        mosaic::gateway::shutdown_signal().await;
         gateway.stop(true).await;
-        Ok::<(), mosaic::edge::StartError>(())
+        Ok::<(), mosaic::gateway::StartError>(())
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,8 +18,8 @@ use futures_util::future::{maybe_done, MaybeDone};
 use tokio::time::Instant;
 
 use crate::backend::{CacheStep, CallSpec, FetchError, Network, Transport};
+use crate::gateway::runtime::{RouteRuntime, SectionRuntime};
 use crate::page::{self, Page, SectionReply, Source};
-use crate::runtime::{RouteRuntime, SectionRuntime};
 use crate::template::Params;
 
 /// Composes a page for a matched route. `per_request` headers (request id,

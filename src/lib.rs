@@ -12,11 +12,13 @@
 //!   shared calls, load balancing, HTTP client, a section's call procedure.
 //! - [`http1`]: HTTP/1.1 message rules shared by the edge and the client: hop-by-hop
 //!   headers, strict `Content-Length`, the one response decoder.
-//! - [`gateway`]: the shared state: the runtime in force, reload.
+//! - [`gateway`]: the running gateway: shared state, the runtime in force, reload,
+//!   starting and stopping the listeners, process signals.
 //! - [`discovery`]: where backends' instances come from: static lists, or Consul
 //!   blocking queries run by each backend's actor.
 //! - [`admin`]: the operator listener: metrics, health, admin API.
-//! - [`telemetry`]: logging setup (human or JSON, non-blocking).
+//! - [`telemetry`]: logging setup (human or JSON, non-blocking), the access log.
+//! - [`digits`]: numbers written as digits without `fmt` (decimals, hex).
 //! - [`clock`]: wall-clock milliseconds for what operators read.
 //! - [`chaos`]: the chaos experiment: processes, load, faults on a schedule, report.
 //! - [`demo`]: the demo shop's seven services (each its own process) and `mosaic demo`.
@@ -45,6 +47,5 @@ pub mod edge;
 pub mod gateway;
 pub mod http1;
 pub mod page;
-pub mod runtime;
 pub mod telemetry;
 pub mod template;

@@ -157,12 +157,12 @@ fn check(path: &Path) -> ExitCode {
 fn run(path: &Path, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
     let _log = mosaic::telemetry::init_logging(log_format);
     let outcome = actix_rt::System::new().block_on(async move {
-        let gateway = mosaic::edge::start_from_file(path).await?;
+        let gateway = mosaic::gateway::start_from_file(path).await?;
         // One stdout line with the real addresses (port 0 included), for
         // people, scripts and the chaos tests; logs go to stderr.
         mosaic::chaos::announce(gateway.addr, gateway.admin_addr);
-        mosaic::edge::serve_until_shutdown(gateway).await;
-        Ok::<(), mosaic::edge::StartError>(())
+        mosaic::gateway::serve_until_shutdown(gateway).await;
+        Ok::<(), mosaic::gateway::StartError>(())
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -228,7 +228,7 @@ fn demo(
                 None
             }
         };
-        let gateway = match mosaic::edge::start(config).await {
+        let gateway = match mosaic::gateway::start(config).await {
             Ok(gateway) => gateway,
             Err(e) => {
                 if let Some(registered) = registered {
@@ -243,7 +243,7 @@ fn demo(
             eprintln!("mosaic demo: not every service discovered through Consul yet; see /readyz");
         }
         println!("{}", mosaic::demo::banner(gateway.addr, gateway.admin_addr, &services));
-        mosaic::edge::shutdown_signal().await;
+        mosaic::gateway::shutdown_signal().await;
         gateway.stop(true).await;
         if let Some(registered) = registered {
             registered.deregister().await;

@@ -43,7 +43,7 @@ fn instance(name: &str) -> FakeBackend {
 }
 
 /// Who served `n` pages (`none` when the section had no body).
-async fn served_by(gw: &mosaic::edge::RunningGateway, n: usize) -> BTreeSet<String> {
+async fn served_by(gw: &mosaic::gateway::RunningGateway, n: usize) -> BTreeSet<String> {
     let mut who = BTreeSet::new();
     for _ in 0..n {
         let page = get(gw.addr, "/products/1").await;
@@ -53,7 +53,11 @@ async fn served_by(gw: &mosaic::edge::RunningGateway, n: usize) -> BTreeSet<Stri
 }
 
 /// Waits (bounded) until `n` pages are all served by exactly `expected`.
-async fn until_served_by(gw: &mosaic::edge::RunningGateway, expected: &[&str], within: Duration) {
+async fn until_served_by(
+    gw: &mosaic::gateway::RunningGateway,
+    expected: &[&str],
+    within: Duration,
+) {
     let want: BTreeSet<String> = expected.iter().map(|s| s.to_string()).collect();
     let until = Instant::now() + within;
     let mut last = BTreeSet::new();
@@ -68,7 +72,7 @@ async fn until_served_by(gw: &mosaic::edge::RunningGateway, expected: &[&str], w
 }
 
 /// This backend's `/admin/backends` entry.
-async fn admin_entry(gw: &mosaic::edge::RunningGateway, backend: &str) -> serde_json::Value {
+async fn admin_entry(gw: &mosaic::gateway::RunningGateway, backend: &str) -> serde_json::Value {
     let list = get(gw.admin_addr, "/admin/backends").await.json();
     list["backends"]
         .as_array()

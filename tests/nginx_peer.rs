@@ -181,7 +181,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// (checked on raw connections to be framed so), and a gateway with a page
 /// `/shop/{id}` holding a section on each and a proxy route `/files/` →
 /// nginx. Also returns the two bodies.
-async fn setup() -> (Nginx, mosaic::edge::RunningGateway, String, String) {
+async fn setup() -> (Nginx, mosaic::gateway::RunningGateway, String, String) {
     let product = json_doc(24_000, 1);
     let cart = json_doc(12_000, 2);
     // The SSI command outputs nothing; what is left has no known length,

@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mosaic::edge::RunningGateway;
+use mosaic::gateway::RunningGateway;
 use percent_encoding::percent_decode_str;
 use support::*;
 

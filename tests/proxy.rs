@@ -7,7 +7,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mosaic::edge::RunningGateway;
+use mosaic::gateway::RunningGateway;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

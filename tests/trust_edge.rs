@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mosaic::edge::RunningGateway;
+use mosaic::gateway::RunningGateway;
 use support::consul::{ConsulDouble, Instance};
 use support::raw_wire::{describe, status_of, Next, RawBackend, RawConn, RawResponse};
 use support::*;

@@ -15,7 +15,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mosaic::edge::RunningGateway;
+use mosaic::gateway::RunningGateway;
 use support::hostile::Action::{Close, Hang, Write};
 use support::hostile::{
     big_head, echo, echo_body, empty, in_pieces, response, sleep, Action, Hostile, Request, POISON,

@@ -38,11 +38,11 @@ fn run_gateway(path: &str) -> ExitCode {
         }
     };
     let outcome = actix_rt::System::new().block_on(async move {
-        let gateway = crate::edge::start(config).await?;
+        let gateway = crate::gateway::start(config).await?;
         super::announce(gateway.addr, gateway.admin_addr);
-        crate::edge::shutdown_signal().await;
+        crate::gateway::shutdown_signal().await;
         gateway.stop(true).await;
-        Ok::<(), crate::edge::StartError>(())
+        Ok::<(), crate::gateway::StartError>(())
     });
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

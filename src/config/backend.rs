@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::breaker::breaker;
-use super::fields::{duration_or, int_in, positive_duration, required};
+use super::fields::{at_least_one, duration_or, int_in, positive_duration, required};
 use super::merge::merge_backend;
 use super::model::*;
 use super::raw::{deserialize_unit, RawBackend, RawCache};
@@ -218,11 +218,10 @@ fn settings(path: &str, raw: &RawBackend, sink: &mut Sink) -> Option<Settings> {
         Some(v) => positive_duration(sink, &timeout_path, v),
         None => Some(DEFAULT_TIMEOUT),
     };
-    let max_in_flight = int_in(
+    let max_in_flight = at_least_one(
         sink,
         &key_path(path, "max_in_flight"),
         raw.max_in_flight,
-        (1, i64::MAX),
         DEFAULT_MAX_IN_FLIGHT,
     );
     let retries = int_in(sink, &key_path(path, "retries"), raw.retries, (0, 10), DEFAULT_RETRIES);
@@ -248,11 +247,10 @@ fn cache(path: &str, raw: &RawCache, sink: &mut Sink) -> Option<CacheConfig> {
         raw.stale_if_error.as_ref(),
         Duration::ZERO,
     );
-    let max_entries = int_in(
+    let max_entries = at_least_one(
         sink,
         &key_path(path, "max_entries"),
         raw.max_entries,
-        (1, i64::MAX),
         DEFAULT_CACHE_MAX_ENTRIES,
     );
     Some(CacheConfig { ttl: ttl?, stale_if_error: stale_if_error?, max_entries: max_entries? })

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use super::fields::{duration, int_in, positive_duration, required};
+use super::fields::{at_least_one, duration, positive_duration, required};
 use super::model::*;
 use super::raw::{RawBackoff, RawBreaker};
 use super::sink::{key_path, Sink};
@@ -40,11 +40,10 @@ pub(crate) fn breaker(
             );
             other_policy(sink, "minimum_calls", raw.minimum_calls.is_some(), "success_rate");
             other_policy(sink, "window", raw.window.is_some(), "success_rate");
-            int_in(
+            at_least_one(
                 sink,
                 &key_path(path, "threshold"),
                 raw.threshold,
-                (1, i64::MAX),
                 DEFAULT_BREAKER_THRESHOLD,
             )
             .map(|threshold| BreakerPolicy::ConsecutiveFailures { threshold })
@@ -67,11 +66,10 @@ pub(crate) fn breaker(
         Some(backoff) => self::backoff(&key_path(path, "backoff"), backoff, sink),
         None => Some(DEFAULT_BACKOFF),
     };
-    let half_open_calls = int_in(
+    let half_open_calls = at_least_one(
         sink,
         &key_path(path, "half_open_calls"),
         raw.half_open_calls,
-        (1, i64::MAX),
         DEFAULT_HALF_OPEN_CALLS,
     );
     Some(BreakerConfig { policy: policy?, backoff: backoff?, half_open_calls: half_open_calls? })
@@ -89,7 +87,7 @@ fn success_rate(path: &str, raw: &RawBreaker, sink: &mut Sink) -> Option<Breaker
     });
     let calls_path = key_path(path, "minimum_calls");
     let calls = required(sink, &calls_path, raw.minimum_calls, "minimum_calls = 20")
-        .and_then(|c| int_in(sink, &calls_path, Some(c), (1, i64::MAX), 1));
+        .and_then(|c| at_least_one(sink, &calls_path, Some(c), 1));
     let window_path = key_path(path, "window");
     let window_value = required(sink, &window_path, raw.window.as_ref(), "window = \"10s\"");
     let window = window_value.and_then(|w| duration(sink, &window_path, w));

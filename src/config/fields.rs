@@ -85,6 +85,16 @@ pub(crate) fn positive_size(sink: &mut Sink, path: &str, value: &toml::Value) ->
     }
 }
 
+/// A count of at least 1 at `path` (see [`int_in`]).
+pub(crate) fn at_least_one<T: TryFrom<i64>>(
+    sink: &mut Sink,
+    path: &str,
+    value: Option<i64>,
+    default: T,
+) -> Option<T> {
+    int_in(sink, path, value, (1, i64::MAX), default)
+}
+
 /// An integer in `min..=max` (or `default` when absent).
 pub(crate) fn int_in<T: TryFrom<i64>>(
     sink: &mut Sink,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use super::{DemoServices, Service};
 use crate::config::{Config, ConsulConfig, InstanceSource, DEFAULT_CONSUL_WAIT};
 use crate::discovery::consul::{ConsulClient, ConsulError, HttpCheck, ServiceRegistration};
-use crate::edge::Gateway;
+use crate::gateway::Gateway;
 
 /// The tag on every demo registration (and the demo backends' filter).
 pub const DEMO_TAG: &str = "mosaic-demo";

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::{error_response, X_MOSAIC_COMPLETE};
 use crate::coordinator;
-use crate::runtime::RouteRuntime;
+use crate::gateway::runtime::RouteRuntime;
 use crate::template::RawParams;
 
 /// What the access log says about a page.

@@ -11,14 +11,10 @@ pub mod compose;
 pub mod proxy;
 pub mod request_body;
 pub mod request_id;
-pub mod signals;
 pub mod trace;
-
-pub use signals::{serve_until_shutdown, shutdown_signal};
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use actix_web::dev::ServerHandle;
@@ -27,8 +23,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use tokio::time::Instant;
 
-use crate::admin;
-use crate::config::{Config, ConfigErrors};
+use crate::config::ServerConfig;
 use crate::telemetry;
 use client_headers::ClientHeaders;
 use request_id::X_REQUEST_ID;
@@ -36,119 +31,41 @@ use request_id::X_REQUEST_ID;
 /// `X-Mosaic-Complete: true|false` on every page.
 pub static X_MOSAIC_COMPLETE: HeaderName = HeaderName::from_static("x-mosaic-complete");
 
-pub use crate::gateway::Gateway;
+use crate::gateway::Gateway;
 
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// A listener could not bind.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// The config file is invalid.
-    #[error("{path}: refusing to start:\n{errors}")]
-    Config {
-        /// The file.
-        path: PathBuf,
-        /// Every error in it.
-        errors: ConfigErrors,
-    },
-}
-
-/// A started gateway: its addresses and how to stop it.
-pub struct RunningGateway {
-    /// Where the edge listens (the real port when configured with port 0).
+/// The edge listener, bound and running: its address, a handle to stop it,
+/// and the task that ends when it has stopped.
+pub struct EdgeListener {
+    /// Where it listens (the real port when configured with port 0).
     pub addr: SocketAddr,
-    /// Where the admin listener listens.
-    pub admin_addr: SocketAddr,
-    gateway: Arc<Gateway>,
-    edge: ServerHandle,
-    admin: ServerHandle,
-    edge_done: tokio::task::JoinHandle<()>,
+    /// Stops it.
+    pub handle: ServerHandle,
+    /// Ends when the listener has stopped.
+    pub done: tokio::task::JoinHandle<()>,
 }
 
-impl RunningGateway {
-    /// The shared gateway state.
-    pub fn gateway(&self) -> &Arc<Gateway> {
-        &self.gateway
-    }
-
-    /// Stops both listeners; `graceful` lets requests in flight finish
-    /// (within `server.shutdown_grace`).
-    pub async fn stop(self, graceful: bool) {
-        self.admin.stop(graceful).await;
-        self.edge.stop(graceful).await;
-        let _ = self.edge_done.await;
-    }
-
-    /// Waits until the edge listener stops.
-    pub async fn wait(self) {
-        let _ = self.edge_done.await;
-    }
-}
-
-/// Starts the edge and admin listeners with a config that has no file
-/// behind it (so it cannot be reloaded). Must run inside an actix system.
-pub async fn start(config: Config) -> Result<RunningGateway, StartError> {
-    start_with(config, None).await
-}
-
-/// Reads `path` and starts the gateway from it; `POST /admin/reload` and
-/// SIGHUP re-read the same file.
-pub async fn start_from_file(path: &Path) -> Result<RunningGateway, StartError> {
-    let config = crate::config::load_file(path)
-        .map_err(|errors| StartError::Config { path: path.to_path_buf(), errors })?;
-    start_with(config, Some(path.to_path_buf())).await
-}
-
-/// Starts the edge and admin listeners; `config_path` is where reloads read.
-pub async fn start_with(
-    config: Config,
-    config_path: Option<PathBuf>,
-) -> Result<RunningGateway, StartError> {
-    let metrics = admin::metrics::install();
-    let server_config = config.server.clone();
-    let admin_config = config.admin.clone();
-    let gateway = Gateway::new(config, config_path);
-    let data = web::Data::from(gateway.clone());
+/// Binds the edge listener and starts serving `gateway`'s routes on it.
+/// Must run inside an actix system.
+pub fn listen(gateway: Arc<Gateway>, server: &ServerConfig) -> io::Result<EdgeListener> {
+    let data = web::Data::from(gateway);
     let edge = HttpServer::new(move || {
         App::new().app_data(data.clone()).default_service(web::to(dispatch))
     })
-    .workers(server_config.workers.max(1))
-    .client_request_timeout(server_config.client_timeout)
-    .keep_alive(server_config.keep_alive)
-    .shutdown_timeout(server_config.shutdown_grace.as_secs().max(1))
+    .workers(server.workers.max(1))
+    .client_request_timeout(server.client_timeout)
+    .keep_alive(server.keep_alive)
+    .shutdown_timeout(server.shutdown_grace.as_secs().max(1))
     .disable_signals()
-    .bind(server_config.listen)
-    .map_err(|source| StartError::Bind { addr: server_config.listen, source })?;
-    let addr = edge.addrs().first().copied().unwrap_or(server_config.listen);
+    .bind(server.listen)?;
+    let addr = edge.addrs().first().copied().unwrap_or(server.listen);
     let edge = edge.run();
-    let edge_handle = edge.handle();
-    let edge_done = tokio::task::spawn_local(async move {
+    let handle = edge.handle();
+    let done = tokio::task::spawn_local(async move {
         if let Err(e) = edge.await {
             tracing::error!(error = %e, "edge listener failed");
         }
     });
-    let (admin_addr, admin_handle) = match admin::start(gateway.clone(), &admin_config, metrics) {
-        Ok(started) => started,
-        Err(source) => {
-            edge_handle.stop(false).await;
-            return Err(StartError::Bind { addr: admin_config.listen, source });
-        }
-    };
-    tracing::info!(%addr, %admin_addr, "mosaic listening");
-    Ok(RunningGateway {
-        addr,
-        admin_addr,
-        gateway,
-        edge: edge_handle,
-        admin: admin_handle,
-        edge_done,
-    })
+    Ok(EdgeListener { addr, handle, done })
 }
 
 /// SPEC.md's limit on request headers (actix-http itself stops at 128 KiB).

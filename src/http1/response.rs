@@ -27,7 +27,8 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::fields::{parse_content_length, tokens};
+use chunked::{chunk_end, parse_chunk_size, trailer_section_len};
+use head::parse_head;
 
 /// A response head larger than this is refused.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -179,49 +180,9 @@ impl ResponseDecoder {
         loop {
             match self.state {
                 State::Head => {
-                    if buf.is_empty() {
-                        return Ok(Event::NeedMore);
+                    if let Some(event) = self.decode_head(buf)? {
+                        return Ok(event);
                     }
-                    self.seen_any = true;
-                    let mut fields =
-                        if self.keep_head { Vec::with_capacity(16) } else { Vec::new() };
-                    let parsed =
-                        parse_head(buf, self.head_request, self.keep_head.then_some(&mut fields))?;
-                    let Some((head, len)) = parsed else {
-                        if buf.len() > MAX_HEAD {
-                            return Err(DecodeError::Malformed("head over 64 KiB"));
-                        }
-                        return Ok(Event::NeedMore);
-                    };
-                    if (100..200).contains(&head.status) {
-                        if head.status == 101 {
-                            return Err(DecodeError::Malformed("101 without an upgrade asked"));
-                        }
-                        self.interim += 1;
-                        if self.interim > MAX_INTERIM {
-                            return Err(DecodeError::Malformed("too many interim answers"));
-                        }
-                        buf.advance(len);
-                        continue;
-                    }
-                    self.close = head.close;
-                    self.state = match head.framing {
-                        Framing::Empty | Framing::Length(0) => State::Done,
-                        Framing::Length(n) => State::Length(n),
-                        Framing::Chunked => State::ChunkSize,
-                        Framing::UntilClose => State::UntilClose,
-                    };
-                    if head.framing == Framing::Empty {
-                        // No body by definition: see the module doc.
-                        self.close = true;
-                    }
-                    let raw = if self.keep_head {
-                        Some(RawHead { bytes: buf.split_to(len).freeze(), fields })
-                    } else {
-                        buf.advance(len);
-                        None
-                    };
-                    return Ok(Event::Head(head, raw));
                 }
                 State::Length(left) => {
                     if buf.is_empty() {
@@ -253,16 +214,9 @@ impl ResponseDecoder {
                     return Ok(Event::Data(take(buf, n)));
                 }
                 State::ChunkEnd => {
-                    if buf.len() < 2 {
-                        if buf.first().is_some_and(|&b| b != b'\r') {
-                            return Err(DecodeError::Malformed("chunk not followed by CRLF"));
-                        }
+                    if !chunk_end(buf)? {
                         return Ok(Event::NeedMore);
                     }
-                    if &buf[..2] != b"\r\n" {
-                        return Err(DecodeError::Malformed("chunk not followed by CRLF"));
-                    }
-                    buf.advance(2);
                     self.state = State::ChunkSize;
                 }
                 State::Trailers => match trailer_section_len(buf)? {
@@ -287,6 +241,52 @@ impl ResponseDecoder {
                 }
             }
         }
+    }
+
+    /// The head state: `None` after an interim answer was skipped (decode
+    /// on), else the event to return.
+    fn decode_head(&mut self, buf: &mut BytesMut) -> Result<Option<Event>, DecodeError> {
+        if buf.is_empty() {
+            return Ok(Some(Event::NeedMore));
+        }
+        self.seen_any = true;
+        let mut fields = if self.keep_head { Vec::with_capacity(16) } else { Vec::new() };
+        let parsed = parse_head(buf, self.head_request, self.keep_head.then_some(&mut fields))?;
+        let Some((head, len)) = parsed else {
+            if buf.len() > MAX_HEAD {
+                return Err(DecodeError::Malformed("head over 64 KiB"));
+            }
+            return Ok(Some(Event::NeedMore));
+        };
+        if (100..200).contains(&head.status) {
+            if head.status == 101 {
+                return Err(DecodeError::Malformed("101 without an upgrade asked"));
+            }
+            self.interim += 1;
+            if self.interim > MAX_INTERIM {
+                return Err(DecodeError::Malformed("too many interim answers"));
+            }
+            buf.advance(len);
+            return Ok(None);
+        }
+        self.close = head.close;
+        self.state = match head.framing {
+            Framing::Empty | Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        if head.framing == Framing::Empty {
+            // No body by definition: see the module doc.
+            self.close = true;
+        }
+        let raw = if self.keep_head {
+            Some(RawHead { bytes: buf.split_to(len).freeze(), fields })
+        } else {
+            buf.advance(len);
+            None
+        };
+        Ok(Some(Event::Head(head, raw)))
     }
 
     /// The rest of the body in one step, when `buf` holds all of it and the
@@ -344,246 +344,8 @@ fn take(buf: &mut BytesMut, n: usize) -> Bytes {
     }
 }
 
-/// Whether a line in `bytes` ends with a bare LF (no CR before it).
-fn has_bare_lf(bytes: &[u8]) -> bool {
-    memchr::memchr_iter(b'\n', bytes).any(|at| at == 0 || bytes[at - 1] != b'\r')
-}
-
-/// Parses a response head: `None` while incomplete, else the head and its
-/// length in bytes. With `fields`, every header is recorded there.
-fn parse_head(
-    buf: &[u8],
-    head_request: bool,
-    mut fields: Option<&mut Vec<RawField>>,
-) -> Result<Option<(Head, usize)>, DecodeError> {
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-    let mut response = httparse::Response::new(&mut slots);
-    match response.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => {
-            Ok(Some((head_of(&response, buf, len, head_request, fields)?, len)))
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => {
-            let mut slots = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut response = httparse::Response::new(&mut slots);
-            if let Some(out) = fields.as_deref_mut() {
-                out.clear();
-            }
-            match response.parse(buf) {
-                Ok(httparse::Status::Complete(len)) => {
-                    Ok(Some((head_of(&response, buf, len, head_request, fields)?, len)))
-                }
-                Ok(httparse::Status::Partial) => Ok(None),
-                Err(httparse::Error::TooManyHeaders) => {
-                    Err(DecodeError::Malformed("more than 256 header fields"))
-                }
-                Err(_) => Err(DecodeError::Malformed("head")),
-            }
-        }
-        Err(_) => Err(DecodeError::Malformed("head")),
-    }
-}
-
-/// The framing and connection rules of a complete head of `len` bytes.
-fn head_of(
-    response: &httparse::Response<'_, '_>,
-    buf: &[u8],
-    len: usize,
-    head_request: bool,
-    mut fields: Option<&mut Vec<RawField>>,
-) -> Result<Head, DecodeError> {
-    if len > MAX_HEAD {
-        return Err(DecodeError::Malformed("head over 64 KiB"));
-    }
-    let status = response.code.ok_or(DecodeError::Malformed("no status"))?;
-    if !(100..=599).contains(&status) {
-        return Err(DecodeError::Malformed("status outside 100-599"));
-    }
-    let http10 = response.version == Some(0);
-    let mut length: Option<u64> = None;
-    let mut transfer_encoding = false;
-    let mut chunked = false;
-    let mut close = false;
-    let mut keep_alive = false;
-    // httparse also ends a line at a bare LF. With obs-fold refused, the
-    // only LFs in a head end its status line, its field lines and the blank
-    // line, so checking for a CR before each of those ends is a complete
-    // check (and cheaper than a scan of the head).
-    let base = buf.as_ptr() as usize;
-    let reason = response.reason.unwrap_or("").as_bytes();
-    // An empty reason after no space is a static "" outside the buffer: the
-    // line then ends right after the status code.
-    let status_end = match (reason.as_ptr() as usize).wrapping_sub(base) {
-        at if at <= len => at + reason.len(),
-        _ => STATUS_LINE_WITHOUT_REASON,
-    };
-    if buf.get(status_end) != Some(&b'\r') || buf[..len].get(len.wrapping_sub(2)) != Some(&b'\r') {
-        return Err(DecodeError::Malformed("line not ended by CRLF"));
-    }
-    for header in response.headers.iter() {
-        let name = header.name.as_bytes();
-        let mut line_end = header.value.as_ptr() as usize - base + header.value.len();
-        while matches!(buf.get(line_end), Some(b' ' | b'\t')) {
-            line_end += 1;
-        }
-        if buf.get(line_end) != Some(&b'\r') {
-            return Err(DecodeError::Malformed("line not ended by CRLF"));
-        }
-        if let Some(out) = fields.as_deref_mut() {
-            // Name and value are slices of `buf`: their offsets are
-            // differences of addresses within the one buffer.
-            let name_start = name.as_ptr() as usize - buf.as_ptr() as usize;
-            let value_start = header.value.as_ptr() as usize - buf.as_ptr() as usize;
-            out.push(RawField {
-                name: name_start..name_start + name.len(),
-                value: value_start..value_start + header.value.len(),
-            });
-        }
-        if name.eq_ignore_ascii_case(b"content-length") {
-            let value = parse_content_length(header.value)
-                .ok_or(DecodeError::Malformed("invalid Content-Length"))?;
-            if length.is_some_and(|l| l != value) {
-                return Err(DecodeError::Malformed("conflicting Content-Length"));
-            }
-            length = Some(value);
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            transfer_encoding = true;
-            for coding in tokens(header.value) {
-                if coding.is_empty() {
-                    return Err(DecodeError::Malformed("empty transfer coding"));
-                }
-                if chunked {
-                    // Chunked must be applied once, and last.
-                    return Err(DecodeError::Malformed("transfer coding after chunked"));
-                }
-                chunked = coding.eq_ignore_ascii_case(b"chunked");
-            }
-        } else if name.eq_ignore_ascii_case(b"connection") {
-            for token in tokens(header.value) {
-                close |= token.eq_ignore_ascii_case(b"close");
-                keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
-            }
-        }
-    }
-    let no_body = head_request || status == 204 || status == 304 || (100..200).contains(&status);
-    if transfer_encoding && length.is_some() && !no_body {
-        return Err(DecodeError::Malformed("both Transfer-Encoding and Content-Length"));
-    }
-    // RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 is faulty
-    // framing; the message is read, and the connection closed after it.
-    close |= http10 && (transfer_encoding || !keep_alive);
-    let framing = if no_body {
-        Framing::Empty
-    } else if chunked {
-        Framing::Chunked
-    } else if transfer_encoding {
-        Framing::UntilClose
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else {
-        Framing::UntilClose
-    };
-    close |= framing == Framing::UntilClose;
-    Ok(Head { status, framing, close })
-}
-
-/// Parses a chunk-size line at the front of `buf`: `None` while incomplete,
-/// else the line's length (CRLF included) and the size.
-fn parse_chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, DecodeError> {
-    let mut size: u64 = 0;
-    let mut digits = 0;
-    while let Some(&b) = buf.get(digits) {
-        let value = match b {
-            b'0'..=b'9' => b - b'0',
-            b'a'..=b'f' => b - b'a' + 10,
-            b'A'..=b'F' => b - b'A' + 10,
-            _ => break,
-        };
-        if digits == MAX_CHUNK_DIGITS {
-            return Err(DecodeError::Malformed("chunk size over 16 hex digits"));
-        }
-        size = (size << 4) | u64::from(value);
-        digits += 1;
-    }
-    if digits == buf.len() {
-        return Ok(None);
-    }
-    if digits == 0 {
-        return Err(DecodeError::Malformed("chunk size missing"));
-    }
-    let Some(newline) = memchr::memchr(b'\n', &buf[digits..]) else {
-        if buf.len() > MAX_CHUNK_LINE {
-            return Err(DecodeError::Malformed("chunk-size line too long"));
-        }
-        return chunk_extension(&buf[digits..], false).map(|()| None);
-    };
-    let end = digits + newline;
-    if end + 1 > MAX_CHUNK_LINE {
-        return Err(DecodeError::Malformed("chunk-size line too long"));
-    }
-    if buf[end - 1] != b'\r' {
-        return Err(DecodeError::Malformed("chunk-size line not ended by CRLF"));
-    }
-    chunk_extension(&buf[digits..end - 1], true)?;
-    Ok(Some((end + 1, size)))
-}
-
-/// Checks what follows a chunk size: nothing, or `;` extensions (after
-/// optional whitespace) of visible characters. `complete`: the line's CR
-/// has been cut off; otherwise a trailing CR may still be waiting for its LF.
-fn chunk_extension(rest: &[u8], complete: bool) -> Result<(), DecodeError> {
-    let rest = if complete { rest } else { rest.strip_suffix(b"\r").unwrap_or(rest) };
-    let after_space = match rest.iter().position(|&b| b != b' ' && b != b'\t') {
-        Some(at) => &rest[at..],
-        None => &[][..],
-    };
-    if after_space.is_empty() {
-        // Whitespace alone after the size: a BWS before an extension still
-        // to come is fine, a finished line with only whitespace is not.
-        return if complete && !rest.is_empty() {
-            Err(DecodeError::Malformed("space after chunk size"))
-        } else {
-            Ok(())
-        };
-    }
-    if after_space[0] != b';' {
-        return Err(DecodeError::Malformed("junk after chunk size"));
-    }
-    if after_space.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b)) {
-        Ok(())
-    } else {
-        Err(DecodeError::Malformed("control character in chunk extension"))
-    }
-}
-
-/// The length of the trailer section at the front of `buf` (field lines,
-/// then CRLF): `None` while incomplete.
-fn trailer_section_len(buf: &[u8]) -> Result<Option<usize>, DecodeError> {
-    if buf.starts_with(b"\r\n") {
-        return Ok(Some(2));
-    }
-    if buf.len() < 2 {
-        return match buf.first() {
-            Some(b'\n') => Err(DecodeError::Malformed("trailer line not ended by CRLF")),
-            _ => Ok(None),
-        };
-    }
-    let mut slots = [httparse::EMPTY_HEADER; HEADER_SLOTS];
-    match httparse::parse_headers(buf, &mut slots) {
-        Ok(httparse::Status::Complete((len, _))) => {
-            if len > MAX_TRAILERS {
-                return Err(DecodeError::Malformed("trailers over 16 KiB"));
-            }
-            if has_bare_lf(&buf[..len]) {
-                return Err(DecodeError::Malformed("trailer line not ended by CRLF"));
-            }
-            Ok(Some(len))
-        }
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_TRAILERS => Ok(None),
-        Ok(httparse::Status::Partial) => Err(DecodeError::Malformed("trailers over 16 KiB")),
-        Err(_) => Err(DecodeError::Malformed("trailer field")),
-    }
-}
+mod chunked;
+mod head;
 
 #[cfg(test)]
 mod tests;

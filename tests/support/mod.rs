@@ -17,7 +17,7 @@ pub use fake::{FakeBackend, Recorded, Reply};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mosaic::edge::RunningGateway;
+use mosaic::gateway::RunningGateway;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `[server]` and `[admin]` on port 0, for every test config.
@@ -36,7 +36,7 @@ pub async fn start_gateway(toml: &str) -> RunningGateway {
         Ok(config) => config,
         Err(errors) => panic!("test config invalid:\n{errors}\n---\n{toml}"),
     };
-    mosaic::edge::start(config).await.expect("gateway starts")
+    mosaic::gateway::start(config).await.expect("gateway starts")
 }
 
 /// An HTTP answer, read whole.
@@ -144,7 +144,7 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
 pub async fn start_gateway_from_file(toml: &str) -> (RunningGateway, tempfile::NamedTempFile) {
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), toml).expect("write config");
-    let gateway = mosaic::edge::start_from_file(file.path()).await.expect("gateway starts");
+    let gateway = mosaic::gateway::start_from_file(file.path()).await.expect("gateway starts");
     (gateway, file)
 }
 

@@ -32,8 +32,8 @@ use crate::backend::client::forward::{
 };
 use crate::backend::{Admission, Backend, FetchError, Outcome};
 use crate::config::ServerConfig;
+use crate::gateway::runtime::ProxyRuntime;
 use crate::http1::fields::parse_content_length;
-use crate::runtime::ProxyRuntime;
 use relay::{DeferredAccess, OpenCall};
 
 /// The proxied request, as the edge read it.
@@ -174,27 +174,10 @@ pub async fn forward(
         Ok(declared) => declared,
         Err(refusal) => return refusal.response().into(),
     };
-    let chunked = request.client.transfer_encoding;
-    let framing = match (chunked, declared) {
-        (true, _) => Framing::Chunked,
-        (false, Some(n)) if n > 0 => Framing::Length(n),
-        _ => Framing::None,
+    let (framing, body) = match request_body(request, payload, declared, server).await {
+        Ok(body) => body,
+        Err(refused) => return refused.into(),
     };
-    let mut body = None;
-    if framing != Framing::None {
-        let limits = BodyLimits {
-            declared: declared.filter(|_| !chunked),
-            max_body: server.max_body,
-            idle: server.client_timeout,
-            deadline: request.arrived + server.body_timeout,
-        };
-        let mut prefetched = RequestBody::new(payload, limits);
-        // Before admission: a slow upload holds no slot while it trickles in.
-        if let Err(error) = prefetched.prefetch(ADMISSION_PREFIX).await {
-            return client_fault(error).unwrap_or_else(|_| unreachable_upstream()).into();
-        }
-        body = Some(prefetched);
-    }
     let Admission { instances, permit, slot } = match backend.admit() {
         Ok(admission) => admission,
         Err(error) => return proxy_error(status_for(error), error, backend.name()).into(),
@@ -250,6 +233,34 @@ pub async fn forward(
     };
     let head_request = *req.method() == Method::HEAD;
     Proxied { response: relay::relay(incoming, head_request, call), logs_itself }
+}
+
+/// How the request body is framed towards the service, and the body with
+/// its first bytes read: before admission, so a slow upload holds no slot
+/// while it trickles in.
+async fn request_body(
+    request: &ProxyRequest<'_>,
+    payload: web::Payload,
+    declared: Option<u64>,
+    server: &ServerConfig,
+) -> Result<(Framing, Option<RequestBody<web::Payload>>), HttpResponse> {
+    let chunked = request.client.transfer_encoding;
+    let framing = match (chunked, declared) {
+        (true, _) => Framing::Chunked,
+        (false, Some(n)) if n > 0 => Framing::Length(n),
+        _ => return Ok((Framing::None, None)),
+    };
+    let limits = BodyLimits {
+        declared: declared.filter(|_| !chunked),
+        max_body: server.max_body,
+        idle: server.client_timeout,
+        deadline: request.arrived + server.body_timeout,
+    };
+    let mut body = RequestBody::new(payload, limits);
+    match body.prefetch(ADMISSION_PREFIX).await {
+        Ok(()) => Ok((framing, Some(body))),
+        Err(error) => Err(client_fault(error).unwrap_or_else(|_| unreachable_upstream())),
+    }
 }
 
 /// A client fault is all `RequestBody` reports; an upstream error cannot

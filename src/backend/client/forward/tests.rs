@@ -1,4 +1,5 @@
 //! The streaming exchange against raw services on loopback.
+
 use std::sync::atomic::Ordering;
 
 use futures_util::stream;

@@ -11,6 +11,13 @@
 //! holding it is done (its supervisor does not restart an actor nobody
 //! can address).
 
+pub mod runtime;
+pub mod signals;
+mod start;
+
+pub use signals::{serve_until_shutdown, shutdown_signal};
+pub use start::{start, start_from_file, start_with, RunningGateway, StartError};
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -19,7 +26,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::config::{self, Config, ConfigError, ConfigErrors};
-use crate::runtime::{BackendHandle, Runtime};
+use runtime::{BackendHandle, Runtime};
 
 /// Why a reload changed nothing.
 #[derive(Debug, thiserror::Error)]
@@ -154,25 +161,20 @@ impl Gateway {
 
 /// Settings bound to sockets cannot change without a restart.
 fn check_unchangeable(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
-    let mut errors = Vec::new();
-    if old.server.listen != new.server.listen {
-        errors.push(ConfigError {
-            path: "server.listen".into(),
+    let listeners = [
+        ("server.listen", old.server.listen, new.server.listen),
+        ("admin.listen", old.admin.listen, new.admin.listen),
+    ];
+    let errors: Vec<ConfigError> = listeners
+        .into_iter()
+        .filter(|(_, old, new)| old != new)
+        .map(|(path, old, new)| ConfigError {
+            path: path.into(),
             message: format!(
-                "cannot change on reload ({} → {}); restart mosaic to move the listener",
-                old.server.listen, new.server.listen
+                "cannot change on reload ({old} → {new}); restart mosaic to move the listener"
             ),
-        });
-    }
-    if old.admin.listen != new.admin.listen {
-        errors.push(ConfigError {
-            path: "admin.listen".into(),
-            message: format!(
-                "cannot change on reload ({} → {}); restart mosaic to move the listener",
-                old.admin.listen, new.admin.listen
-            ),
-        });
-    }
+        })
+        .collect();
     if old.server.workers != new.server.workers {
         tracing::warn!("server.workers changed: takes effect at the next restart");
     }
