@@ -40,6 +40,11 @@ impl Source {
             Source::None => "none",
         }
     }
+
+    /// The source named `label`: the inverse of [`Source::as_str`].
+    pub fn parse(label: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|s| s.as_str() == label)
+    }
 }
 
 /// What one section ended up with.
@@ -267,6 +272,15 @@ mod tests {
             502
         );
         assert_eq!(page_status(&both, &[live("{}"), none(FetchError::Timeout)]), 504);
+    }
+
+    #[test]
+    fn source_names_round_trip() {
+        for source in Source::ALL {
+            assert_eq!(Source::parse(source.as_str()), Some(source));
+        }
+        assert_eq!(Source::parse("Live"), None);
+        assert_eq!(Source::parse(""), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod svg;
 pub mod watch;
 
 use crate::demo::Service;
+use crate::page;
 
 /// The demo page's sections and the service behind each, in
 /// [`Service::ALL`] order (so index `i` is `Service::ALL[i]`).
@@ -47,18 +48,21 @@ pub fn section_index(service: Service) -> usize {
     SECTIONS.iter().position(|(_, s)| *s == service).unwrap_or(0)
 }
 
-/// Where a section came from, as `_mosaic.sections.NAME.source` says.
+/// Where a section came from as the client saw it: the gateway's label
+/// ([`page::Source`]), or [`Source::Missing`] when there was none to read.
+/// Its own type (rather than an `Option`) so the report can count, order and
+/// draw "missing" like any other source.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
-    /// This request's call (or one it shared).
+    /// [`page::Source::Live`].
     Live,
-    /// Fresh cache, no call.
+    /// [`page::Source::Cache`].
     Cache,
-    /// The call failed; an expired copy.
+    /// [`page::Source::Stale`].
     Stale,
-    /// The configured default.
+    /// [`page::Source::Default`].
     Default,
-    /// Nothing to serve: `null`.
+    /// [`page::Source::None`].
     None,
     /// No page, or no label for this section.
     Missing,
@@ -75,16 +79,11 @@ impl Source {
         Source::Missing,
     ];
 
-    /// Parses a `source` label.
+    /// Parses a `source` label; `None` for anything mosaic does not write
+    /// (`missing` included).
     pub fn parse(label: &str) -> Option<Source> {
-        Some(match label {
-            "live" => Source::Live,
-            "cache" => Source::Cache,
-            "stale" => Source::Stale,
-            "default" => Source::Default,
-            "none" => Source::None,
-            _ => return None,
-        })
+        let labelled = page::Source::parse(label)?;
+        Source::ALL.into_iter().find(|s| s.labelled() == Some(labelled))
     }
 
     /// One letter for the timeline: `L C S D N`, `?` when missing.
@@ -99,16 +98,21 @@ impl Source {
         }
     }
 
-    /// The label as mosaic writes it.
+    /// The label as mosaic writes it, or `missing`.
     pub fn label(self) -> &'static str {
-        match self {
-            Source::Live => "live",
-            Source::Cache => "cache",
-            Source::Stale => "stale",
-            Source::Default => "default",
-            Source::None => "none",
-            Source::Missing => "missing",
-        }
+        self.labelled().map_or("missing", page::Source::as_str)
+    }
+
+    /// The gateway's source this one stands for.
+    fn labelled(self) -> Option<page::Source> {
+        Some(match self {
+            Source::Live => page::Source::Live,
+            Source::Cache => page::Source::Cache,
+            Source::Stale => page::Source::Stale,
+            Source::Default => page::Source::Default,
+            Source::None => page::Source::None,
+            Source::Missing => return None,
+        })
     }
 }
 
@@ -153,5 +157,6 @@ mod tests {
         for source in Source::ALL {
             assert_eq!(Source::parse(source.label()).unwrap_or(Source::Missing), source);
         }
+        assert_eq!(Source::parse("missing"), None);
     }
 }

@@ -17,15 +17,12 @@ use crate::demo::Service;
 pub const WARM_UP: Duration = Duration::from_secs(3);
 /// Quiet time after the last round.
 pub const COOL_DOWN: Duration = Duration::from_secs(5);
-/// The services a round may break (every optional section's).
-pub const VICTIMS: [Service; 6] = [
-    Service::Pricing,
-    Service::Reviews,
-    Service::Cart,
-    Service::Orders,
-    Service::Inventory,
-    Service::Recommendations,
-];
+/// The services a round may break (every optional section's): all but
+/// `catalog`, which comes first in [`Service::ALL`].
+pub const VICTIMS: &[Service] = match Service::ALL.split_first() {
+    Some((Service::Catalog, optional)) => optional,
+    _ => panic!("catalog is the first service"),
+};
 
 /// What a round does to its victims.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

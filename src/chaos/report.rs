@@ -6,12 +6,14 @@
 //! the load generator on the same machine: honest, including scheduling
 //! noise, which is why the budget is the deadline plus 50 ms.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use super::experiment::{Event, Outcome};
 use super::lab::DEADLINE;
 use super::load::{quantile, Sample};
+use super::watch::Watched;
 use super::{section_index, Source, SECTIONS};
 
 /// p99 must stay within the route deadline plus this much.
@@ -126,14 +128,53 @@ fn ms(d: Duration) -> String {
 
 /// Analyses a run and writes its text report.
 pub fn analyse(outcome: &Outcome) -> Report {
-    let o = &outcome.options;
     let samples = &outcome.samples;
-    let budget = DEADLINE + LATENCY_SLACK;
     let mut lat: Vec<Duration> = samples.iter().map(|s| s.latency).collect();
     let latency = [0.5, 0.9, 0.99, 1.0].map(|q| quantile(&mut lat, q));
-    let seconds = seconds(samples, o.duration);
+    let seconds = seconds(samples, outcome.options.duration);
     let recoveries = recoveries(samples, &outcome.events);
+    let totals = Totals::of(samples);
     let mut t = String::new();
+    header(&mut t, outcome);
+    requests(&mut t, outcome, &totals, &latency);
+    source_shares(&mut t, &seconds);
+    breakers(&mut t, &outcome.watched);
+    recovery_lines(&mut t, &recoveries);
+    timeline(&mut t, &seconds, outcome);
+    let failures = assertions(&mut t, checks(outcome, &totals, &latency, &recoveries));
+    Report { seconds, recoveries, latency, failures, text: t }
+}
+
+/// How the answers went, counted once for the totals and the assertions.
+struct Totals<'a> {
+    /// Answers per status, 0 for no answer.
+    statuses: BTreeMap<u16, usize>,
+    /// Requests that got no answer (connection error or client timeout).
+    conn: usize,
+    /// Answers with a status other than 200.
+    non_200: usize,
+    /// Answers that were invalid or mislabelled, in send order.
+    dishonest: Vec<&'a Sample>,
+}
+
+impl<'a> Totals<'a> {
+    fn of(samples: &'a [Sample]) -> Self {
+        let mut statuses = BTreeMap::<u16, usize>::new();
+        for s in samples {
+            *statuses.entry(s.status).or_default() += 1;
+        }
+        Totals {
+            statuses,
+            conn: samples.iter().filter(|s| s.status == 0).count(),
+            non_200: samples.iter().filter(|s| s.status != 200 && s.status != 0).count(),
+            dishonest: samples.iter().filter(|s| s.status != 0 && s.problem.is_some()).collect(),
+        }
+    }
+}
+
+/// What ran, how to run it again, and the plan it played.
+fn header(t: &mut String, outcome: &Outcome) {
+    let o = &outcome.options;
     let _ = writeln!(
         t,
         "mosaic chaos experiment: seed {}, {}s, {} keep-alive clients at {} req/s, {} gateway workers",
@@ -153,17 +194,13 @@ pub fn analyse(outcome: &Outcome) -> Report {
     for round in &outcome.plan {
         let _ = writeln!(t, "  {round}");
     }
+}
 
-    // Totals.
-    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
-    for s in samples {
-        *statuses.entry(s.status).or_default() += 1;
-    }
-    let conn = samples.iter().filter(|s| s.status == 0).count();
-    let dishonest: Vec<&Sample> =
-        samples.iter().filter(|s| s.status != 0 && s.problem.is_some()).collect();
-    let non_200 = samples.iter().filter(|s| s.status != 200 && s.status != 0).count();
-    let status_text: Vec<String> = statuses
+/// Request totals by status, and the overall latency against the budget.
+fn requests(t: &mut String, outcome: &Outcome, totals: &Totals, latency: &[Duration; 4]) {
+    let samples = &outcome.samples;
+    let status_text: Vec<String> = totals
+        .statuses
         .iter()
         .map(
             |(code, n)| if *code == 0 { format!("no answer x{n}") } else { format!("{code} x{n}") },
@@ -171,11 +208,12 @@ pub fn analyse(outcome: &Outcome) -> Report {
         .collect();
     let _ = writeln!(
         t,
-        "\nRequests: {} ({:.1}/s)  status: {}  connection errors: {conn}  invalid or mislabelled: {}",
+        "\nRequests: {} ({:.1}/s)  status: {}  connection errors: {}  invalid or mislabelled: {}",
         samples.len(),
-        samples.len() as f64 / o.duration.as_secs_f64().max(1.0),
+        samples.len() as f64 / outcome.options.duration.as_secs_f64().max(1.0),
         status_text.join(", "),
-        dishonest.len()
+        totals.conn,
+        totals.dishonest.len()
     );
     let _ = writeln!(
         t,
@@ -186,13 +224,16 @@ pub fn analyse(outcome: &Outcome) -> Report {
         ms(latency[3]),
         ms(DEADLINE),
         ms(LATENCY_SLACK),
-        ms(budget)
+        ms(DEADLINE + LATENCY_SLACK)
     );
+}
 
+/// Each section's share of every source over the whole run.
+fn source_shares(t: &mut String, seconds: &[Second]) {
     let _ = writeln!(t, "\nSources per section (share of all answers):");
     for (i, (name, _)) in SECTIONS.iter().enumerate() {
         let mut counts = [0u32; 6];
-        for second in &seconds {
+        for second in seconds {
             for (k, n) in second.sources[i].iter().enumerate() {
                 counts[k] += n;
             }
@@ -206,8 +247,10 @@ pub fn analyse(outcome: &Outcome) -> Report {
             .collect();
         let _ = writeln!(t, "  {name:<16} {}", shares.join("  "));
     }
+}
 
-    let w = &outcome.watched;
+/// Every breaker transition the watch saw, and the backend actors' restarts.
+fn breakers(t: &mut String, w: &Watched) {
     let _ = writeln!(
         t,
         "\nBreaker transitions (polled every 200 ms; {} polls, {} failed):",
@@ -230,9 +273,12 @@ pub fn analyse(outcome: &Outcome) -> Report {
         "Backend actor restarts (crash hook): {}",
         if restarts.is_empty() { "none".into() } else { restarts.join(", ") }
     );
+}
 
+/// How long each restarted or healed section took to answer live again.
+fn recovery_lines(t: &mut String, recoveries: &[Recovery]) {
     let _ = writeln!(t, "\nRecovery (restart or heal -> first live answer for that section):");
-    for r in &recoveries {
+    for r in recoveries {
         let after =
             r.after.map_or_else(|| "NEVER".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()));
         let _ = writeln!(
@@ -243,10 +289,19 @@ pub fn analyse(outcome: &Outcome) -> Report {
             r.event.service.name()
         );
     }
+}
 
-    timeline(&mut t, &seconds, outcome);
-
-    // Assertions.
+/// The experiment's assertions, each held or not with what it says.
+fn checks(
+    outcome: &Outcome,
+    totals: &Totals,
+    latency: &[Duration; 4],
+    recoveries: &[Recovery],
+) -> Vec<(bool, String)> {
+    let o = &outcome.options;
+    let w = &outcome.watched;
+    let budget = DEADLINE + LATENCY_SLACK;
+    let (conn, non_200, dishonest) = (totals.conn, totals.non_200, &totals.dishonest);
     let mut checks: Vec<(bool, String)> = vec![
         (non_200 == 0, format!("every answer is 200 ({non_200} were not)")),
         (conn == 0, format!("no connection errors or client timeouts ({conn})")),
@@ -268,7 +323,7 @@ pub fn analyse(outcome: &Outcome) -> Report {
             format!("every kill, restart and fault call worked {:?}", outcome.control_errors),
         ),
         (
-            samples.len() as f64 >= 0.5 * o.rate * o.duration.as_secs_f64(),
+            outcome.samples.len() as f64 >= 0.5 * o.rate * o.duration.as_secs_f64(),
             "the load reached at least half its target rate".to_owned(),
         ),
     ];
@@ -282,6 +337,11 @@ pub fn analyse(outcome: &Outcome) -> Report {
             ),
         ));
     }
+    checks
+}
+
+/// Writes each check as PASS or FAIL and the result; returns the failures.
+fn assertions(t: &mut String, checks: Vec<(bool, String)>) -> Vec<String> {
     let _ = writeln!(t, "\nAssertions:");
     let mut failures = Vec::new();
     for (ok, what) in checks {
@@ -291,7 +351,7 @@ pub fn analyse(outcome: &Outcome) -> Report {
         }
     }
     let _ = writeln!(t, "\nRESULT: {}", if failures.is_empty() { "PASS" } else { "FAIL" });
-    Report { seconds, recoveries, latency, failures, text: t }
+    failures
 }
 
 /// One line per second: answers, p50, p99, a glyph per section, events.

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::experiment::{Event, Outcome};
 use super::lab::DEADLINE;
-use super::report::{Report, LATENCY_SLACK};
+use super::report::{Report, Second, LATENCY_SLACK};
 use super::{Source, SECTIONS};
 
 const WIDTH: f64 = 960.0;
@@ -18,29 +18,69 @@ const TOP: f64 = 30.0;
 const LATENCY_HEIGHT: f64 = 170.0;
 const GAP: f64 = 34.0;
 const ROW: f64 = 20.0;
+/// Width of both panels.
+const PLOT_W: f64 = WIDTH - LEFT - RIGHT;
+/// Top of the first section's strip.
+const STRIPS_TOP: f64 = TOP + LATENCY_HEIGHT + GAP;
+/// Bottom of the last section's strip.
+const STRIPS_BOTTOM: f64 = STRIPS_TOP + ROW * SECTIONS.len() as f64;
 
 /// Fill colour of each source ([`Source::ALL`] order).
 const COLOURS: [&str; 6] = ["#2e7d32", "#81c784", "#f9a825", "#4fc3f7", "#e53935", "#424242"];
 
+/// Where a moment of the run and a latency land on the chart.
+struct Scale {
+    /// Seconds across the plot (at least one).
+    seconds: f64,
+    /// The latency at the top of the latency panel, in milliseconds.
+    top_ms: f64,
+}
+
+impl Scale {
+    /// Room for the slowest second's p99, and for the budget line with a
+    /// margin above it.
+    fn new(seconds: &[Second], budget: Duration) -> Self {
+        let top_ms = seconds
+            .iter()
+            .map(|s| s.p99)
+            .max()
+            .unwrap_or(Duration::ZERO)
+            .max(budget + Duration::from_millis(50))
+            .as_millis() as f64;
+        Self { seconds: seconds.len().max(1) as f64, top_ms }
+    }
+
+    /// The x of `t` seconds into the run.
+    fn x(&self, t: f64) -> f64 {
+        LEFT + PLOT_W * (t / self.seconds)
+    }
+
+    /// The y of latency `d` in the latency panel.
+    fn y(&self, d: Duration) -> f64 {
+        TOP + LATENCY_HEIGHT * (1.0 - d.as_millis() as f64 / self.top_ms)
+    }
+}
+
 /// The chart for a run.
 pub fn render(outcome: &Outcome, report: &Report) -> String {
-    let seconds = &report.seconds;
-    let n = seconds.len().max(1) as f64;
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let x = |t: f64| LEFT + plot_w * (t / n);
-    let strips_top = TOP + LATENCY_HEIGHT + GAP;
-    let height = strips_top + ROW * SECTIONS.len() as f64 + 66.0;
     let budget = DEADLINE + LATENCY_SLACK;
-    let top_ms = seconds
-        .iter()
-        .map(|s| s.p99)
-        .max()
-        .unwrap_or(Duration::ZERO)
-        .max(budget + Duration::from_millis(50))
-        .as_millis() as f64;
-    let y = |d: Duration| TOP + LATENCY_HEIGHT * (1.0 - d.as_millis() as f64 / top_ms);
-
+    let scale = Scale::new(&report.seconds, budget);
     let mut s = String::new();
+    title(&mut s, outcome, report);
+    latency_panel(&mut s, &scale, &report.seconds, budget);
+    // Source strips, consecutive identical single-source seconds merged.
+    for (row, (name, _)) in SECTIONS.iter().enumerate() {
+        strip(&mut s, &scale, &report.seconds, row, name);
+    }
+    markers(&mut s, &scale, &outcome.events);
+    axis_and_legend(&mut s, &scale);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The `<svg>` element, its white background and the run's one-line summary.
+fn title(s: &mut String, outcome: &Outcome, report: &Report) {
+    let height = STRIPS_BOTTOM + 66.0;
     let _ = writeln!(
         s,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" font-family="monospace" font-size="11">"#
@@ -56,18 +96,21 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
         o.rate,
         report.latency[2].as_millis()
     );
+}
 
-    // Latency panel.
+/// The latency panel: its frame, the deadline and budget lines, and the
+/// p50 and p99 of every second that had answers.
+fn latency_panel(s: &mut String, scale: &Scale, seconds: &[Second], budget: Duration) {
     let _ = writeln!(
         s,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{LATENCY_HEIGHT}" fill="none" stroke="#bbb"/>"##
+        r##"<rect x="{LEFT}" y="{TOP}" width="{PLOT_W}" height="{LATENCY_HEIGHT}" fill="none" stroke="#bbb"/>"##
     );
     for (label, d, colour) in [("deadline", DEADLINE, "#999"), ("budget", budget, "#e53935")] {
-        let yy = y(d);
+        let yy = scale.y(d);
         let _ = writeln!(
             s,
             r#"<line x1="{LEFT}" x2="{}" y1="{yy:.1}" y2="{yy:.1}" stroke="{colour}" stroke-dasharray="4 3"/><text x="{}" y="{:.1}" text-anchor="end" fill="{colour}">{label} {}ms</text>"#,
-            LEFT + plot_w,
+            LEFT + PLOT_W,
             LEFT - 4.0,
             yy + 4.0,
             d.as_millis()
@@ -86,7 +129,7 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
             .filter(|(_, sec)| sec.count > 0)
             .map(|(i, sec)| {
                 let d = if pick == 0 { sec.p50 } else { sec.p99 };
-                format!("{:.1},{:.1}", x(i as f64 + 0.5), y(d))
+                format!("{:.1},{:.1}", scale.x(i as f64 + 0.5), scale.y(d))
             })
             .collect();
         let _ = writeln!(
@@ -98,64 +141,70 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
         let lx = WIDTH - RIGHT - 70.0 + if pick == 0 { 0.0 } else { 35.0 };
         let _ = writeln!(s, r#"<text x="{lx}" y="{}" fill="{colour}">{name}</text>"#, TOP - 4.0);
     }
+}
 
-    // Source strips, consecutive identical single-source seconds merged.
-    for (row, (name, _)) in SECTIONS.iter().enumerate() {
-        let top = strips_top + ROW * row as f64;
-        let _ = writeln!(
-            s,
-            r#"<text x="{}" y="{:.1}" text-anchor="end">{name}</text>"#,
-            LEFT - 4.0,
-            top + ROW - 6.0
-        );
-        let mut run: Option<(usize, usize, usize)> = None; // (start, end, source)
-        for (i, sec) in seconds.iter().enumerate() {
-            let counts = &sec.sources[row];
-            let total: u32 = counts.iter().sum();
-            let single = counts.iter().position(|c| *c == total && total > 0);
-            if let (Some(k), Some((start, end, rk))) = (single, run) {
-                if rk == k && end == i {
-                    run = Some((start, i + 1, k));
-                    continue;
-                }
-            }
-            if let Some((start, end, k)) = run.take() {
-                rect(
-                    &mut s,
-                    x(start as f64),
-                    top,
-                    x(end as f64) - x(start as f64),
-                    ROW - 2.0,
-                    COLOURS[k],
-                );
-            }
-            if let Some(k) = single {
-                run = Some((i, i + 1, k));
+/// Seconds `start..end` in which one source served every answer.
+#[derive(Clone, Copy)]
+struct Run {
+    start: usize,
+    end: usize,
+    /// Index in [`Source::ALL`].
+    source: usize,
+}
+
+/// Section `row`'s strip: a second served by one source extends that
+/// source's run (drawn as one bar once it ends), a mixed second is a stack
+/// of its sources' shares.
+fn strip(s: &mut String, scale: &Scale, seconds: &[Second], row: usize, name: &str) {
+    let top = STRIPS_TOP + ROW * row as f64;
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{:.1}" text-anchor="end">{name}</text>"#,
+        LEFT - 4.0,
+        top + ROW - 6.0
+    );
+    let mut run: Option<Run> = None;
+    for (i, sec) in seconds.iter().enumerate() {
+        let counts = &sec.sources[row];
+        let total: u32 = counts.iter().sum();
+        let single = counts.iter().position(|c| *c == total && total > 0);
+        if let (Some(k), Some(r)) = (single, run.as_mut()) {
+            if r.source == k && r.end == i {
+                r.end = i + 1;
                 continue;
             }
-            let mut yy = top;
-            for (k, c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
-                let h = (ROW - 2.0) * f64::from(*c) / f64::from(total);
-                rect(&mut s, x(i as f64), yy, x(i as f64 + 1.0) - x(i as f64), h, COLOURS[k]);
-                yy += h;
-            }
         }
-        if let Some((start, end, k)) = run {
-            rect(
-                &mut s,
-                x(start as f64),
-                top,
-                x(end as f64) - x(start as f64),
-                ROW - 2.0,
-                COLOURS[k],
-            );
+        if let Some(finished) = run.take() {
+            run_bar(s, scale, top, finished);
+        }
+        if let Some(k) = single {
+            run = Some(Run { start: i, end: i + 1, source: k });
+            continue;
+        }
+        let mut yy = top;
+        for (k, c) in counts.iter().enumerate().filter(|(_, c)| **c > 0) {
+            let h = (ROW - 2.0) * f64::from(*c) / f64::from(total);
+            let x = scale.x(i as f64);
+            rect(s, x, yy, scale.x(i as f64 + 1.0) - x, h, COLOURS[k]);
+            yy += h;
         }
     }
+    if let Some(finished) = run {
+        run_bar(s, scale, top, finished);
+    }
+}
 
-    // Event markers across both panels.
-    let bottom = strips_top + ROW * SECTIONS.len() as f64;
-    for (e, names) in grouped(&outcome.events) {
-        let xx = x(e.at.as_secs_f64());
+/// One bar, the strip's full height, across a finished run.
+fn run_bar(s: &mut String, scale: &Scale, top: f64, run: Run) {
+    let x = scale.x(run.start as f64);
+    rect(s, x, top, scale.x(run.end as f64) - x, ROW - 2.0, COLOURS[run.source]);
+}
+
+/// A line across both panels for every (grouped) event, coloured by kind,
+/// dashed when it heals, with its label written upwards beside it.
+fn markers(s: &mut String, scale: &Scale, events: &[Event]) {
+    for (e, names) in grouped(events) {
+        let xx = scale.x(e.at.as_secs_f64());
         let colour = match e.what {
             "kill" => "#c62828",
             "crash" => "#6a1b9a",
@@ -165,27 +214,29 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
         let dash = if e.heals { r#" stroke-dasharray="3 2""# } else { "" };
         let _ = writeln!(
             s,
-            r#"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{bottom:.1}" stroke="{colour}"{dash}/><text transform="translate({:.1},{:.1}) rotate(-90)" fill="{colour}" font-size="9" text-anchor="end">{} {}</text>"#,
+            r#"<line x1="{xx:.1}" x2="{xx:.1}" y1="{TOP}" y2="{STRIPS_BOTTOM:.1}" stroke="{colour}"{dash}/><text transform="translate({:.1},{:.1}) rotate(-90)" fill="{colour}" font-size="9" text-anchor="end">{} {}</text>"#,
             xx - 2.0,
             TOP + 2.0 + 4.0,
             e.what,
             names
         );
     }
+}
 
-    // Time axis and legend.
-    let ay = bottom + 14.0;
-    let step = if n > 30.0 { 10 } else { 5 };
-    for t in (0..=n as usize).step_by(step) {
+/// Seconds along the bottom, then the source colours and the marker key.
+fn axis_and_legend(s: &mut String, scale: &Scale) {
+    let ay = STRIPS_BOTTOM + 14.0;
+    let step = if scale.seconds > 30.0 { 10 } else { 5 };
+    for t in (0..=scale.seconds as usize).step_by(step) {
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{ay}" text-anchor="middle">{t}s</text>"#,
-            x(t as f64)
+            scale.x(t as f64)
         );
     }
     let mut lx = LEFT;
     for (source, colour) in Source::ALL.iter().zip(COLOURS) {
-        rect(&mut s, lx, ay + 12.0, 10.0, 10.0, colour);
+        rect(s, lx, ay + 12.0, 10.0, 10.0, colour);
         let _ =
             writeln!(s, r#"<text x="{}" y="{}">{}</text>"#, lx + 14.0, ay + 21.0, source.label());
         lx += 90.0;
@@ -195,8 +246,6 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
         r#"<text x="{LEFT}" y="{}">markers: red kill, orange fault, purple actor crash (solid); green restart or heal (dashed)</text>"#,
         ay + 38.0
     );
-    s.push_str("</svg>\n");
-    s
 }
 
 /// Events of the same kind within 300 ms share one marker, labelled with
