@@ -24,7 +24,7 @@ use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tracing_appender::non_blocking::NonBlocking;
 
@@ -272,7 +272,7 @@ thread_local! {
 
 /// RFC 3339 UTC with microseconds, e.g. `2026-11-26T15:43:19.123456Z`.
 fn timestamp(out: &mut String) {
-    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let since = crate::clock::since_epoch();
     let secs = since.as_secs();
     SECOND.with(|second| {
         let mut second = second.borrow_mut();
