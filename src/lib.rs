@@ -9,7 +9,8 @@
 //! - [`page`]: the page envelope (`_mosaic`), section sources and errors, status rules.
 //! - [`backend`]: one back-end service: its state (read-only to requests), the
 //!   `BackendControl` its supervised actor alone holds, breaker, bulkhead, cache,
-//!   shared calls, load balancing, HTTP client, a section's call procedure.
+//!   shared calls, load balancing, HTTP client, the one call procedure (`call`)
+//!   sections and proxy routes both go through.
 //! - [`http1`]: HTTP/1.1 message rules shared by the edge and the client: hop-by-hop
 //!   headers, strict `Content-Length`, the one response decoder.
 //! - [`gateway`]: the running gateway: shared state, the runtime in force, reload,

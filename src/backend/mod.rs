@@ -22,6 +22,7 @@ pub mod balancer;
 pub mod breaker;
 pub mod bulkhead;
 pub mod cache;
+pub mod call;
 pub mod client;
 mod control;
 mod error;
@@ -70,14 +71,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// The outcome of a section's attempt.
-    pub fn of(result: &Result<Fetched, FetchError>) -> Self {
-        match result {
-            Ok(fetched) => Outcome::Answered(fetched.status),
-            Err(error) => Outcome::Failed(*error),
-        }
-    }
-
     /// Whether it counts against the breaker: a 5xx or an upstream fault;
     /// a 4xx is an answer, mosaic's own refusals are nobody's fault.
     pub fn is_fault(self) -> bool {

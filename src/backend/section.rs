@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use super::answer::{self, Fetched};
 use super::cache::{self, CacheKey, Lookup};
+use super::call::{Attempts, Judged};
 use super::client::{self, Reply};
 use super::flight::{self, Role};
 use super::{Admission, Backend, FetchError, Outcome};
@@ -244,9 +245,9 @@ impl Backend {
         }
     }
 
-    /// The attempts of one idempotent GET over `transport`: breaker,
-    /// bulkhead, per-attempt timeout, retries on other instances while the
-    /// deadline allows.
+    /// The attempts of one idempotent GET over `transport` (admission,
+    /// then the call procedure of [`call`](super::call)), each bounded by
+    /// the backend's timeout and by the deadline.
     pub async fn call_via<T: Transport>(
         &self,
         path: &str,
@@ -254,31 +255,10 @@ impl Backend {
         deadline: Instant,
         transport: &T,
     ) -> Result<Fetched, FetchError> {
-        let Admission { instances, mut permit, slot: _slot } = self.admit()?;
-        let mut retries_left = self.retry_budget(&instances, true);
-        let mut previous = None;
-        loop {
-            let Some(index) = self.balancer.pick(&instances, previous) else {
-                return Err(FetchError::NoInstances);
-            };
-            let address = &instances[index].address;
-            let started = Instant::now();
-            let result = self.attempt(transport, address, path, headers, deadline, started).await;
-            self.record(permit, Outcome::of(&result), started.elapsed());
-            let error = match result {
-                Ok(fetched) => return Ok(fetched),
-                Err(error) => error,
-            };
-            let time_left = deadline.saturating_duration_since(Instant::now());
-            if !error.is_retryable() || time_left < MIN_RETRY_BUDGET {
-                return Err(error);
-            }
-            permit = match self.permit_retry(&mut retries_left) {
-                Some(p) => p,
-                None => return Err(error),
-            };
-            previous = Some(index);
-        }
+        let Admission { instances, permit, slot: _slot } = self.admit()?;
+        let mut get = SectionGet { backend: self, transport, path, headers, deadline };
+        let called = self.call(&instances, permit, &mut get, Instant::now()).await?;
+        Ok(called.output)
     }
 
     /// One attempt, bounded by `timeout` and by the deadline, judged by
@@ -302,5 +282,62 @@ impl Backend {
             .await
             .unwrap_or(Err(on_expiry))
             .and_then(answer::judge)
+    }
+}
+
+/// A section's GET, attempt by attempt.
+struct SectionGet<'a, T> {
+    backend: &'a Backend,
+    transport: &'a T,
+    path: &'a str,
+    headers: &'a [(HeaderName, HeaderValue)],
+    deadline: Instant,
+}
+
+impl<T: Transport> Attempts for SectionGet<'_, T> {
+    type Output = Fetched;
+    type Error = FetchError;
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+
+    fn attempt<'s>(
+        &'s mut self,
+        address: &'s str,
+        started: Instant,
+    ) -> impl std::future::Future<Output = Result<Fetched, FetchError>> + 's {
+        self.backend.attempt(
+            self.transport,
+            address,
+            self.path,
+            self.headers,
+            self.deadline,
+            started,
+        )
+    }
+
+    fn judge(
+        &self,
+        result: Result<Fetched, FetchError>,
+        started: Instant,
+    ) -> Judged<Fetched, FetchError> {
+        let elapsed = started.elapsed();
+        match result {
+            Ok(fetched) => {
+                let outcome = Outcome::Answered(fetched.status);
+                Judged::Settled(fetched, outcome, elapsed)
+            }
+            Err(error) => Judged::Fault {
+                outcome: Outcome::Failed(error),
+                elapsed,
+                retryable: error.is_retryable(),
+                last: Err(error),
+            },
+        }
+    }
+
+    fn time_for_retry(&self) -> bool {
+        self.deadline.saturating_duration_since(Instant::now()) >= MIN_RETRY_BUDGET
     }
 }

@@ -77,6 +77,12 @@ pub enum ForwardError {
     Upstream(FetchError),
 }
 
+impl From<FetchError> for ForwardError {
+    fn from(error: FetchError) -> Self {
+        ForwardError::Upstream(error)
+    }
+}
+
 /// The service's answer.
 #[derive(Debug)]
 pub struct Incoming {

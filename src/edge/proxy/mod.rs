@@ -24,8 +24,8 @@ use tokio::time::Instant;
 use super::client_headers::ClientHeaders;
 use super::error_response;
 use super::request_body::{BodyLimits, RequestBody, ADMISSION_PREFIX};
-use crate::backend::balancer::Instance;
 use crate::backend::breaker::BreakerPermit;
+use crate::backend::call::{Attempts, Called, Judged};
 use crate::backend::client;
 use crate::backend::client::forward::{
     ForwardError, Incoming, IncomingBody, Limits, Outgoing, RequestBody as Framing,
@@ -197,8 +197,15 @@ pub async fn forward(
     };
     // The first attempt starts when the request arrived (one clock read
     // less per request); a retry reads the clock again.
-    let attempted = attempts(backend, &instances, permit, &outgoing, body, request.arrived).await;
-    let Attempted { incoming, permit, started } = match attempted {
+    // A body is streamed once, so only a bodiless idempotent request can be
+    // repeated (on another instance, or on a new connection when a pooled
+    // one turns out to be closed).
+    let idempotent = matches!(outgoing.method, "GET" | "HEAD" | "OPTIONS");
+    let repeatable = idempotent && body.is_none();
+    let limits = Limits { timeout: backend.config().timeout };
+    let mut attempts = ProxiedAttempts { outgoing: &outgoing, body, limits, repeatable };
+    let called = backend.call(&instances, permit, &mut attempts, request.arrived).await;
+    let Called { output: incoming, permit, started } = match called {
         Ok(attempted) => attempted,
         Err(error) => {
             return client_fault(error)
@@ -281,75 +288,65 @@ fn settle_now(
     }
 }
 
-/// The attempt that produced the answer to relay.
-struct Attempted<'a> {
-    incoming: Incoming,
-    /// Its breaker permit, still to be recorded; `None` when it was (a 5xx
-    /// whose retry could not start).
-    permit: Option<BreakerPermit<'a>>,
-    /// When the attempt started.
-    started: Instant,
+/// A proxied request, attempt by attempt: the answer of an attempt is
+/// handed back unsettled (its body still streams: its end decides what the
+/// breaker hears), except a 5xx to a request that could be repeated, which
+/// is a fault worth another instance.
+struct ProxiedAttempts<'a> {
+    outgoing: &'a Outgoing<'a>,
+    /// Streamed once: only a bodiless request is repeatable.
+    body: Option<RequestBody<web::Payload>>,
+    limits: Limits,
+    repeatable: bool,
 }
 
-/// The attempts of one proxied request: each failure recorded (breaker,
-/// counters), an idempotent bodiless request retried on another instance
-/// after a connect failure, a timeout or a 5xx, while the budget and the
-/// breaker allow.
-async fn attempts<'a>(
-    backend: &'a Backend,
-    instances: &[Instance],
-    mut permit: BreakerPermit<'a>,
-    outgoing: &Outgoing<'_>,
-    mut body: Option<RequestBody<web::Payload>>,
-    arrived: Instant,
-) -> Result<Attempted<'a>, ForwardError> {
-    let idempotent = matches!(outgoing.method, "GET" | "HEAD" | "OPTIONS");
-    // A body is streamed once, so only a bodiless idempotent request can be
-    // repeated (on another instance, or on a new connection when a pooled
-    // one turns out to be closed).
-    let repeatable = idempotent && body.is_none();
-    let mut retries_left = backend.retry_budget(instances, repeatable);
-    let limits = Limits { timeout: backend.config().timeout };
-    let mut previous = None;
-    let mut started = arrived;
-    loop {
-        let Some(index) = backend.pick(instances, previous) else {
-            return Err(ForwardError::Upstream(FetchError::NoInstances));
-        };
-        let address = &instances[index].address;
-        let result =
-            client::forward::forward(address, outgoing, body.take(), limits, repeatable, started)
-                .await;
-        let error = match result {
-            Ok(incoming) if !(500..600).contains(&incoming.status) || !repeatable => {
-                return Ok(Attempted { incoming, permit: Some(permit), started });
+impl Attempts for ProxiedAttempts<'_> {
+    type Output = Incoming;
+    type Error = ForwardError;
+
+    fn repeatable(&self) -> bool {
+        self.repeatable
+    }
+
+    fn attempt<'s>(
+        &'s mut self,
+        address: &'s str,
+        started: Instant,
+    ) -> impl std::future::Future<Output = Result<Incoming, ForwardError>> + 's {
+        let body = self.body.take();
+        client::forward::forward(
+            address,
+            self.outgoing,
+            body,
+            self.limits,
+            self.repeatable,
+            started,
+        )
+    }
+
+    fn judge(
+        &self,
+        result: Result<Incoming, ForwardError>,
+        started: Instant,
+    ) -> Judged<Incoming, ForwardError> {
+        match result {
+            Ok(incoming) if !(500..600).contains(&incoming.status) || !self.repeatable => {
+                Judged::Unsettled(incoming)
             }
-            Ok(incoming) => {
-                // A 5xx to a request that could be repeated elsewhere.
-                let elapsed = incoming.answered_at.saturating_duration_since(started.into_std());
-                backend.record(permit, Outcome::Answered(incoming.status), elapsed);
-                match backend.permit_retry(&mut retries_left) {
-                    Some(next) => permit = next,
-                    None => return Ok(Attempted { incoming, permit: None, started }),
-                }
-                previous = Some(index);
-                started = Instant::now();
-                continue;
-            }
+            Ok(incoming) => Judged::Fault {
+                outcome: Outcome::Answered(incoming.status),
+                elapsed: incoming.answered_at.saturating_duration_since(started.into_std()),
+                retryable: true,
+                last: Ok(incoming),
+            },
+            Err(ForwardError::Upstream(fetch)) => Judged::Fault {
+                outcome: Outcome::Failed(fetch),
+                elapsed: started.elapsed(),
+                retryable: fetch.is_retryable(),
+                last: Err(ForwardError::Upstream(fetch)),
+            },
             // The client's fault, not the backend's: record nothing.
-            Err(error @ ForwardError::Upstream(_)) => error,
-            Err(client_error) => return Err(client_error),
-        };
-        let ForwardError::Upstream(fetch) = error else { return Err(error) };
-        backend.record(permit, Outcome::Failed(fetch), started.elapsed());
-        if !fetch.is_retryable() {
-            return Err(error);
+            Err(client_error) => Judged::NotTheBackends(client_error),
         }
-        match backend.permit_retry(&mut retries_left) {
-            Some(next) => permit = next,
-            None => return Err(error),
-        }
-        previous = Some(index);
-        started = Instant::now();
     }
 }
