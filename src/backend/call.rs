@@ -97,7 +97,7 @@ impl Backend {
         let mut retries_left = self.retry_budget(instances, attempts.repeatable());
         let mut previous = None;
         loop {
-            let Some(index) = self.pick(instances, previous) else {
+            let Some(index) = self.balancer.pick(instances, previous) else {
                 return Err(FetchError::NoInstances.into());
             };
             let result = attempts.attempt(&instances[index].address, started).await;
@@ -128,6 +128,29 @@ impl Backend {
             started = Instant::now();
         }
     }
+
+    /// How many retries a call may make: `retries` for a repeatable request
+    /// when there is another instance to go to, else none.
+    fn retry_budget(&self, instances: &[Instance], repeatable: bool) -> u32 {
+        if repeatable && instances.len() > 1 {
+            self.config.retries
+        } else {
+            0
+        }
+    }
+
+    /// Permission for one more attempt, if the budget and the breaker allow
+    /// (every attempt needs a permit; if the last failure opened the breaker,
+    /// the caller reports that failure rather than `circuit_open`).
+    fn permit_retry(&self, retries_left: &mut u32) -> Option<BreakerPermit<'_>> {
+        if *retries_left == 0 {
+            return None;
+        }
+        let permit = self.breaker.try_acquire()?;
+        *retries_left -= 1;
+        self.stats.retry();
+        Some(permit)
+    }
 }
 
 #[cfg(test)]
@@ -135,30 +158,12 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy, InstanceSource};
+    use crate::config::{BackendConfig, InstanceSource};
 
     fn backend(instances: &[&str], retries: u32) -> Arc<Backend> {
-        let (backend, _control) = Backend::new(
-            Arc::new(BackendConfig {
-                name: "svc".into(),
-                instances: InstanceSource::Static(
-                    instances.iter().map(|i| i.to_string()).collect(),
-                ),
-                timeout: Duration::from_millis(300),
-                max_in_flight: 16,
-                retries,
-                breaker: BreakerConfig {
-                    policy: BreakerPolicy::ConsecutiveFailures { threshold: 100 },
-                    backoff: Backoff::Constant { delay: Duration::from_secs(1) },
-                    half_open_calls: 1,
-                },
-                cache: None,
-                default: None,
-            }),
-            1 << 20,
-            None,
-        );
-        backend
+        let source = InstanceSource::Static(instances.iter().map(|i| i.to_string()).collect());
+        let config = BackendConfig { retries, ..BackendConfig::for_tests("svc", source) };
+        Backend::new(Arc::new(config), 1 << 20, None).0
     }
 
     /// Attempts that answer from a script, one entry per attempt, noting

@@ -11,10 +11,10 @@
 //! waits for the actor or hops threads.
 //!
 //! What every call goes through, whoever makes it: [`Backend::admit`] (step
-//! 2 of SPEC.md's failure handling: instances, breaker, bulkhead),
-//! [`Backend::record`] after each attempt (breaker and counters), and
-//! [`Backend::permit_retry`] before another. A section's call
-//! ([`section`]) and a proxied request (`edge::proxy`) are built from them.
+//! 2 of SPEC.md's failure handling: instances, breaker, bulkhead), then the
+//! call procedure ([`call`]: attempts, each recorded by [`Backend::record`],
+//! retries). A section's call ([`section`]) and a proxied request
+//! (`edge::proxy`) are the two carriers of that procedure.
 
 pub mod actor;
 pub mod answer;
@@ -211,12 +211,6 @@ impl Backend {
         Ok(Admission { instances, permit, slot })
     }
 
-    /// The instance for the next attempt (round-robin, avoiding `previous`
-    /// when there is another); `None` without instances.
-    pub fn pick(&self, instances: &[Instance], previous: Option<usize>) -> Option<usize> {
-        self.balancer.pick(instances, previous)
-    }
-
     /// Records one attempt: its permit goes back to the breaker with the
     /// outcome (a fault or not), and the counters and latency histogram
     /// take it.
@@ -231,29 +225,6 @@ impl Backend {
             Outcome::Answered(status) => self.stats.answered(status, elapsed),
             Outcome::Failed(error) => self.stats.failed(error, elapsed),
         }
-    }
-
-    /// How many retries a call may make: `retries` for a repeatable request
-    /// when there is another instance to go to, else none.
-    pub fn retry_budget(&self, instances: &[Instance], repeatable: bool) -> u32 {
-        if repeatable && instances.len() > 1 {
-            self.config.retries
-        } else {
-            0
-        }
-    }
-
-    /// Permission for one more attempt, if the budget and the breaker allow
-    /// (every attempt needs a permit; if the last failure opened the breaker,
-    /// the caller reports that failure rather than `circuit_open`).
-    pub fn permit_retry(&self, retries_left: &mut u32) -> Option<BreakerPermit<'_>> {
-        if *retries_left == 0 {
-            return None;
-        }
-        let permit = self.breaker.try_acquire()?;
-        *retries_left -= 1;
-        self.stats.retry();
-        Some(permit)
     }
 
     /// Keeps `permit` past this borrow (see [`HeldPermit`]).

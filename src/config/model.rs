@@ -143,6 +143,29 @@ pub struct BackendConfig {
     pub default: Option<Bytes>,
 }
 
+#[cfg(test)]
+impl BackendConfig {
+    /// A backend for unit tests: 300 ms timeout, 16 in flight, no retries,
+    /// a breaker that opens only after 100 failures in a row, no cache, no
+    /// default.
+    pub(crate) fn for_tests(name: &str, instances: InstanceSource) -> Self {
+        BackendConfig {
+            name: name.into(),
+            instances,
+            timeout: Duration::from_millis(300),
+            max_in_flight: 16,
+            retries: 0,
+            breaker: BreakerConfig {
+                policy: BreakerPolicy::ConsecutiveFailures { threshold: 100 },
+                backoff: Backoff::Constant { delay: Duration::from_secs(1) },
+                half_open_calls: 1,
+            },
+            cache: None,
+            default: None,
+        }
+    }
+}
+
 /// `breaker = { ... }`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {

@@ -9,27 +9,11 @@ use futures_util::future::LocalBoxFuture;
 
 use super::*;
 use crate::backend::Backend;
-use crate::config::{BackendConfig, Backoff, BreakerConfig, BreakerPolicy, InstanceSource};
+use crate::config::{BackendConfig, InstanceSource};
 
 fn consul_backend() -> (Arc<Backend>, BackendControl) {
-    Backend::new(
-        Arc::new(BackendConfig {
-            name: "reviews".into(),
-            instances: InstanceSource::Consul { service: "reviews".into(), tag: None },
-            timeout: Duration::from_millis(300),
-            max_in_flight: 16,
-            retries: 0,
-            breaker: BreakerConfig {
-                policy: BreakerPolicy::ConsecutiveFailures { threshold: 5 },
-                backoff: Backoff::Constant { delay: Duration::from_secs(1) },
-                half_open_calls: 1,
-            },
-            cache: None,
-            default: None,
-        }),
-        1 << 20,
-        None,
-    )
+    let source = InstanceSource::Consul { service: "reviews".into(), tag: None };
+    Backend::new(Arc::new(BackendConfig::for_tests("reviews", source)), 1 << 20, None)
 }
 
 /// A scripted watch: generation `g` panics on its first step when `panics`

@@ -73,7 +73,8 @@ impl CloseSeen {
     /// has seen the FIN (on loopback the kernel delivers it within the
     /// service's `shutdown`).
     pub async fn next(&mut self) {
-        self.0.recv().await.unwrap();
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(5), self.0.recv());
+        closed.await.expect("the service closed within 5 s").expect("the service is running");
         // A yielded task runs after the scheduler has polled the reactor.
         tokio::task::yield_now().await;
     }

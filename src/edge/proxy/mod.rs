@@ -195,8 +195,6 @@ pub async fn forward(
         header_lines: &header_lines,
         body: framing,
     };
-    // The first attempt starts when the request arrived (one clock read
-    // less per request); a retry reads the clock again.
     // A body is streamed once, so only a bodiless idempotent request can be
     // repeated (on another instance, or on a new connection when a pooled
     // one turns out to be closed).
@@ -204,6 +202,8 @@ pub async fn forward(
     let repeatable = idempotent && body.is_none();
     let limits = Limits { timeout: backend.config().timeout };
     let mut attempts = ProxiedAttempts { outgoing: &outgoing, body, limits, repeatable };
+    // The first attempt starts when the request arrived (one clock read
+    // less per request); a retry reads the clock again.
     let called = backend.call(&instances, permit, &mut attempts, request.arrived).await;
     let Called { output: incoming, permit, started } = match called {
         Ok(attempted) => attempted,
