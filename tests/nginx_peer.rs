@@ -65,10 +65,18 @@ fn nginx_binary() -> PathBuf {
     })
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago, taken below Linux's
+/// ephemeral range (32768-60999): a port-0 listener or an outgoing
+/// connection of another test running at the same time cannot take it
+/// between this check and nginx's bind.
 fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let start = 21_000 + (std::process::id() % 4_000) as u16 * 2;
+    (0..3_000)
+        .map(|_| start + NEXT.fetch_add(1, Ordering::Relaxed) % 3_000)
+        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 fn write(path: &Path, bytes: &[u8]) {
