@@ -20,7 +20,7 @@ use super::raw::{deserialize_unit, RawBackend, RawCache};
 use super::sink::{index_path, is_at_or_below, key_path, Sink};
 
 /// Keys a backend may set that `[defaults]` may not.
-const BACKEND_ONLY: &[&str] = &["instances", "consul"];
+const BACKEND_ONLY: &[&str] = &["instances", "consul", "amqp"];
 
 /// Validates `[defaults]` and every `[backends.NAME]`. Returns the valid
 /// backends; invalid ones are reported and left out.
@@ -28,6 +28,7 @@ pub(crate) fn backends(
     defaults: Option<toml::Value>,
     backends: Option<toml::Value>,
     has_consul: bool,
+    broker: Option<&AmqpConfig>,
     sink: &mut Sink,
 ) -> BTreeMap<String, Arc<BackendConfig>> {
     let defaults = clean_defaults(defaults, sink);
@@ -57,7 +58,7 @@ pub(crate) fn backends(
         let mark = sink.len();
         let mut value = toml::Value::Table(merged.table);
         let backend = deserialize_unit::<RawBackend>(&path, &mut value, sink)
-            .and_then(|raw| backend(&name, &path, &raw, has_consul, sink));
+            .and_then(|raw| backend(&name, &path, &raw, has_consul, broker, sink));
         // Report inherited values where they were written: `defaults.timeout`.
         sink.remap_since(mark, |at| {
             let rel = at.strip_prefix(path.as_str())?;
@@ -113,9 +114,16 @@ fn backend(
     path: &str,
     raw: &RawBackend,
     has_consul: bool,
+    broker: Option<&AmqpConfig>,
     sink: &mut Sink,
 ) -> Option<BackendConfig> {
-    let instances = source(path, raw, has_consul, sink);
+    let (instances, amqp) = match &raw.amqp {
+        Some(target) => match amqp_source(path, raw, target, broker, sink) {
+            Some((instances, target)) => (Some(instances), Some(target)),
+            None => (None, None),
+        },
+        None => (source(path, raw, has_consul, sink), None),
+    };
     let settings = settings(path, raw, sink);
     let (timeout, max_in_flight, retries, breaker, cache, default) = settings?;
     Some(BackendConfig {
@@ -127,7 +135,37 @@ fn backend(
         breaker,
         cache,
         default,
+        amqp,
     })
+}
+
+/// `amqp = { ... }`: the broker is the backend's one instance.
+fn amqp_source(
+    path: &str,
+    raw: &RawBackend,
+    target: &super::raw::RawAmqpTarget,
+    broker: Option<&AmqpConfig>,
+    sink: &mut Sink,
+) -> Option<(InstanceSource, AmqpTarget)> {
+    let amqp_path = key_path(path, "amqp");
+    if raw.instances.is_some() || raw.consul.is_some() {
+        sink.push(
+            path,
+            "set either amqp (a service behind the broker) or instances/consul (an HTTP service), not both",
+        );
+        return None;
+    }
+    let target = super::amqp::target(&amqp_path, target, sink)?;
+    let Some(broker) = broker else {
+        if !sink.is_poisoned("amqp") {
+            sink.push(
+                &amqp_path,
+                "needs an [amqp] section naming the broker (add one with url = \"amqp://guest:guest@127.0.0.1:5672/%2f\")",
+            );
+        }
+        return None;
+    };
+    Some((InstanceSource::Static(vec![broker.broker.clone()]), target))
 }
 
 /// `instances = [...]` XOR `consul = { ... }`.

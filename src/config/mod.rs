@@ -15,6 +15,7 @@
 //! - `fields.rs`, `units.rs`: single values (durations, sizes, ranges);
 //! - `sink.rs`: error collection and TOML paths; `summary.rs`: `mosaic check`'s output.
 
+mod amqp;
 mod backend;
 mod breaker;
 mod env;
@@ -32,6 +33,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+pub use amqp::parse_uri as parse_amqp_uri;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
 

@@ -45,6 +45,8 @@ pub const DEFAULT_BACKOFF: Backoff =
     Backoff::Exponential { start: Duration::from_secs(1), max: Duration::from_secs(30) };
 /// Default cache capacity, in entries, per backend.
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
+/// Default `amqp.connect_timeout`.
+pub const DEFAULT_AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default Consul blocking-query `wait`.
 pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(30);
 
@@ -57,6 +59,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[discovery.consul]`, when present.
     pub consul: Option<ConsulConfig>,
+    /// `[amqp]`: the broker, when present.
+    pub amqp: Option<AmqpConfig>,
     /// `[backends.NAME]`, defaults merged in, by name (sorted).
     pub backends: BTreeMap<String, Arc<BackendConfig>>,
     /// `[[routes]]`, composed pages, in file order.
@@ -108,6 +112,39 @@ pub struct ConsulConfig {
     pub wait: Duration,
 }
 
+/// `[amqp]`: the RabbitMQ broker AMQP backends reach.
+#[derive(Clone, PartialEq)]
+pub struct AmqpConfig {
+    /// `url`, credentials included (never logged: see `Debug`).
+    pub url: String,
+    /// `host:port/vhost`, without credentials: what the admin API and
+    /// logs show.
+    pub broker: String,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for AmqpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AmqpConfig")
+            .field("broker", &self.broker)
+            .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A backend's `amqp = { ... }`: where its calls are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AmqpTarget {
+    /// The exchange; `""` is the default exchange.
+    pub exchange: String,
+    /// The routing key (the queue's name on the default exchange).
+    pub routing_key: String,
+    /// Request/reply (`true`) or one-way publish with confirms (`false`,
+    /// proxy routes only).
+    pub reply: bool,
+}
+
 /// Where a backend's instances come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum InstanceSource {
@@ -141,6 +178,9 @@ pub struct BackendConfig {
     pub cache: Option<CacheConfig>,
     /// Default response (already serialised as JSON), when configured.
     pub default: Option<Bytes>,
+    /// Reached through the broker (`[amqp]`) instead of HTTP; its one
+    /// instance is then the broker's `host:port/vhost`.
+    pub amqp: Option<AmqpTarget>,
 }
 
 #[cfg(test)]
@@ -162,6 +202,7 @@ impl BackendConfig {
             },
             cache: None,
             default: None,
+            amqp: None,
         }
     }
 }

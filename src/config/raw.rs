@@ -68,6 +68,25 @@ pub(crate) struct RawBackend {
     pub breaker: Option<RawBreaker>,
     pub cache: Option<RawCache>,
     pub default: Option<toml::Value>,
+    pub amqp: Option<RawAmqpTarget>,
+}
+
+/// `amqp = { queue | exchange + routing_key, reply }` in a backend.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAmqpTarget {
+    pub queue: Option<String>,
+    pub exchange: Option<String>,
+    pub routing_key: Option<String>,
+    pub reply: Option<bool>,
+}
+
+/// `[amqp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAmqp {
+    pub url: Option<String>,
+    pub connect_timeout: Option<toml::Value>,
 }
 
 /// `consul = { service, tag }` in a backend.

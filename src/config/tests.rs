@@ -341,3 +341,84 @@ fn many_mistakes_are_all_reported() {
         ]
     );
 }
+
+/// The AMQP part of BASE's shop: a broker, an RPC backend and a one-way one.
+const AMQP: &str = r#"
+[amqp]
+url = "amqp://guest:secret@127.0.0.1:5672/%2f"
+
+[backends.inventory]
+amqp = { queue = "inventory.rpc" }
+
+[backends.events]
+amqp = { exchange = "orders", routing_key = "order.placed", reply = false }
+
+[[proxy]]
+prefix = "/api/events"
+backend = "events"
+"#;
+
+#[test]
+fn amqp_backends_reach_the_broker() {
+    let config = parse(&format!("{BASE}{AMQP}")).unwrap();
+    let broker = config.amqp.as_ref().unwrap();
+    assert_eq!(broker.broker, "127.0.0.1:5672/%2f", "host:port/vhost, the IP kept as written");
+    assert!(!format!("{broker:?}").contains("secret"), "credentials never in Debug");
+    let inventory = &config.backends["inventory"];
+    let target = inventory.amqp.as_ref().unwrap();
+    assert_eq!((target.exchange.as_str(), target.routing_key.as_str()), ("", "inventory.rpc"));
+    assert!(target.reply);
+    assert_eq!(inventory.instances, InstanceSource::Static(vec!["127.0.0.1:5672/%2f".into()]));
+    let events = config.backends["events"].amqp.as_ref().unwrap();
+    assert_eq!((events.exchange.as_str(), events.routing_key.as_str()), ("orders", "order.placed"));
+    assert!(!events.reply);
+    let uri = parse_amqp_uri(&broker.url).unwrap();
+    assert_eq!(uri.authority.host, "127.0.0.1", "lapin alone would say localhost");
+}
+
+#[test]
+fn amqp_mistakes_name_their_paths() {
+    let without_broker = format!("{BASE}{}", AMQP.replace("[amqp]\nurl", "[x]\nurl"));
+    assert!(
+        errors(&without_broker)
+            .iter()
+            .any(|e| e.starts_with("backends.inventory.amqp: needs an [amqp] section")),
+        "{:?}",
+        errors(&without_broker)
+    );
+    let both = BASE.replace(
+        "[backends.reviews]\ninstances = [\"127.0.0.1:7003\"]",
+        "[backends.reviews]\ninstances = [\"127.0.0.1:7003\"]\namqp = { queue = \"q\" }",
+    );
+    let both = format!("{both}[amqp]\nurl = \"amqp://127.0.0.1\"\n");
+    assert_eq!(paths(&both), ["backends.reviews"]);
+    let bad_url = format!(
+        "{BASE}{}",
+        AMQP.replace("amqp://guest:secret@127.0.0.1:5672/%2f", "http://guest:secret@h")
+    );
+    let reported = errors(&bad_url);
+    assert_eq!(paths(&bad_url), ["amqp.url"], "the backends are not reported again: {reported:?}");
+    assert!(!reported[0].contains("secret"), "the password is not echoed: {reported:?}");
+    let nowhere =
+        format!("{BASE}{}", AMQP.replace("{ queue = \"inventory.rpc\" }", "{ reply = true }"));
+    assert_eq!(paths(&nowhere), ["backends.inventory.amqp"]);
+    let two_keys = format!(
+        "{BASE}{}",
+        AMQP.replace("{ queue = \"inventory.rpc\" }", "{ queue = \"a\", routing_key = \"b\" }")
+    );
+    assert_eq!(paths(&two_keys), ["backends.inventory.amqp"]);
+    let unknown = format!(
+        "{BASE}{}",
+        AMQP.replace("{ queue = \"inventory.rpc\" }", "{ queue = \"a\", durable = true }")
+    );
+    assert_eq!(paths(&unknown), ["backends.inventory.amqp.durable"]);
+    let inherited = format!("[defaults]\namqp = {{ queue = \"q\" }}\n{BASE}");
+    assert_eq!(paths(&inherited), ["defaults.amqp"]);
+    let one_way_section = format!(
+        "{BASE}{AMQP}{}",
+        "\n[[routes]]\npath = \"/o/{id}\"\ndeadline = \"1s\"\nsections = [{ name = \"e\", backend = \"events\", path = \"/e/{id}\" }]\n"
+    );
+    let reported = errors(&one_way_section);
+    assert_eq!(paths(&one_way_section), ["routes[1].sections[0].backend"], "{reported:?}");
+    assert!(reported[0].contains("one-way"), "{reported:?}");
+}

@@ -9,13 +9,15 @@ use super::env::expand_table;
 use super::error::ConfigErrors;
 use super::fields::{at_most, duration_or, int_in, listen, non_empty, positive_size, required};
 use super::model::*;
-use super::raw::{deserialize_unit, unknown_key, RawAdmin, RawConsul, RawDiscovery, RawServer};
+use super::raw::{
+    deserialize_unit, unknown_key, RawAdmin, RawAmqp, RawConsul, RawDiscovery, RawServer,
+};
 use super::routes::{proxies, routes, Backends};
 use super::sink::{key_path, Sink};
 
 /// The tables a config file may have.
 const TOP_LEVEL: &[&str] =
-    &["server", "admin", "discovery", "defaults", "backends", "routes", "proxy"];
+    &["server", "admin", "discovery", "amqp", "defaults", "backends", "routes", "proxy"];
 
 /// Longest Consul blocking-query wait Consul itself accepts.
 const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
@@ -44,6 +46,17 @@ pub(crate) fn validate(
         Some(raw) => consul(raw, &mut sink).map(Some),
         None => Some(None),
     };
+    let amqp = if table.contains_key("amqp") {
+        let raw: Option<RawAmqp> = unit(&mut table, "amqp", &mut sink);
+        let broker = raw.and_then(|raw| super::amqp::broker(raw, &mut sink));
+        if broker.is_none() {
+            // Backends that name `amqp` are not reported again.
+            sink.poison("amqp");
+        }
+        broker
+    } else {
+        None
+    };
     if let (Some(server), Some(admin)) = (&server, &admin) {
         if server.listen == admin.listen && server.listen.port() != 0 {
             sink.push(
@@ -56,15 +69,21 @@ pub(crate) fn validate(
         Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
         _ => Vec::new(),
     };
-    let backends =
-        backends(table.remove("defaults"), table.remove("backends"), has_consul, &mut sink);
+    let backends = backends(
+        table.remove("defaults"),
+        table.remove("backends"),
+        has_consul,
+        amqp.as_ref(),
+        &mut sink,
+    );
     let known = Backends(&names);
     let routes = routes(table.remove("routes"), &known, &mut sink);
+    super::amqp::sections_need_replies(&routes, &backends, &mut sink);
     let proxies = proxies(table.remove("proxy"), &known, &mut sink);
     sink.finish()?;
     match (server, admin, consul) {
         (Some(server), Some(admin), Some(consul)) => {
-            Ok(Config { server, admin, consul, backends, routes, proxies })
+            Ok(Config { server, admin, consul, amqp, backends, routes, proxies })
         }
         // Every `None` above pushed an error, so this is unreachable; still
         // an error, never a panic.
