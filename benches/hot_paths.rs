@@ -56,6 +56,7 @@ fn backend_config() -> Arc<BackendConfig> {
         },
         cache: None,
         default: None,
+        amqp: None,
     })
 }
 
@@ -85,7 +86,7 @@ fn state_access(c: &mut Criterion) {
     for (name, cross) in [("actor_same_arbiter", false), ("actor_cross_arbiter", true)] {
         group.bench_function(name, move |b| {
             b.iter_custom(|iters| {
-                let (_, control) = Backend::new(backend_config(), 1 << 20, None);
+                let (_, control) = Backend::new(backend_config(), 1 << 20, None, None);
                 System::new().block_on(async move {
                     let restarts = Arc::new(AtomicU64::new(0));
                     let arbiter = Arbiter::new();
@@ -194,6 +195,7 @@ impl Transport for ReadyAnswer {
         _path: &'a str,
         _headers: &'a [(HeaderName, HeaderValue)],
         _max_body: usize,
+        _until: tokio::time::Instant,
     ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a {
         std::future::ready(Ok(Reply { status: 200, body: self.0.clone() }))
     }
@@ -272,7 +274,17 @@ fn bookkeeping(c: &mut Criterion) {
                 let calls = route.sections.iter().map(|section| {
                     let path = section.template.render(&params);
                     let answer = &answer;
-                    async move { answer.get("127.0.0.1:7101", &path, headers, 1 << 20).await }
+                    async move {
+                        answer
+                            .get(
+                                "127.0.0.1:7101",
+                                &path,
+                                headers,
+                                1 << 20,
+                                tokio::time::Instant::now(),
+                            )
+                            .await
+                    }
                 });
                 let answers = futures_util::future::join_all(calls).await;
                 let mut body = Vec::with_capacity(16 * 1024);

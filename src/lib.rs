@@ -37,6 +37,7 @@
 
 pub mod admin;
 pub mod backend;
+pub mod broker;
 pub mod chaos;
 pub mod clock;
 pub mod config;

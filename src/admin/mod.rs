@@ -90,11 +90,16 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
         .filter(|(_, h)| !h.backend.has_instances())
         .map(|(name, _)| name.as_str())
         .collect();
-    if missing.is_empty() {
+    // With `[amqp]`, the broker connection is needed too.
+    let broker_down = runtime.broker.as_ref().is_some_and(|broker| !broker.is_up());
+    if missing.is_empty() && !broker_down {
         HttpResponse::Ok().json(serde_json::json!({ "ready": true }))
     } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({ "ready": false, "backends_without_instances": missing }))
+        let mut body = serde_json::json!({ "ready": false, "backends_without_instances": missing });
+        if broker_down {
+            body["broker_down"] = serde_json::Value::Bool(true);
+        }
+        HttpResponse::ServiceUnavailable().json(body)
     }
 }
 

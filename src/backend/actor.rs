@@ -23,6 +23,14 @@
 //! `ContextFut::restart` clears the STARTED flag), and `started` builds a
 //! fresh watch (after [`WATCH_RESTART_DELAY`]): the watch is restarted with
 //! the actor, and in the meantime the backend keeps its last known instances.
+//!
+//! A backend behind the broker: the actor runs its link's
+//! [`AmqpLink::maintain`](super::amqp::AmqpLink::maintain) in its context the
+//! same way (the channel and the consumer of replies, reopened when they
+//! die), restarted with the actor after a panic; and since that future never
+//! ends on its own, the actor checks every [`DISCONNECTED_CHECK`] whether
+//! anyone can still reach it, and stops when nobody can (a reload replaced
+//! the backend), closing the channel.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,6 +46,10 @@ use crate::discovery::{Event, Watch, WatchFactory, WatchState};
 
 /// How long a restarted actor waits before its watch's first call.
 pub const WATCH_RESTART_DELAY: std::time::Duration = crate::discovery::pace::FIRST_RETRY;
+
+/// How often an actor with a long-running future checks that its backend
+/// is still in use.
+pub const DISCONNECTED_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The actor's handler panicked; it is being restarted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -124,6 +136,33 @@ impl BackendActor {
         ctx.spawn(step);
     }
 
+    /// Runs the backend's AMQP link in the actor's context (see the module
+    /// doc); a panic in it stops the actor, which its supervisor restarts.
+    fn keep_channel(
+        &mut self,
+        link: std::sync::Arc<super::amqp::AmqpLink>,
+        ctx: &mut Context<Self>,
+    ) {
+        let run = std::panic::AssertUnwindSafe(link.maintain())
+            .catch_unwind()
+            .into_actor(self)
+            .map(|outcome, this, ctx| {
+                if outcome.is_err() {
+                    tracing::error!(
+                        backend = this.control.backend().name(),
+                        "AMQP link panicked; restarting the backend actor"
+                    );
+                    ctx.stop();
+                }
+            });
+        ctx.spawn(run);
+        ctx.run_interval(DISCONNECTED_CHECK, |_, ctx| {
+            if !ctx.connected() {
+                ctx.stop();
+            }
+        });
+    }
+
     /// Applies one outcome of the watch; logs changes, never retries.
     fn apply_discovery(&mut self, event: Event) {
         let backend = self.control.backend();
@@ -186,6 +225,13 @@ impl Actor for BackendActor {
     /// Also called again after each supervised restart.
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(256);
+        if let Some(link) = self.control.backend().amqp().cloned() {
+            if self.restarts.load(Ordering::Relaxed) == 0 {
+                self.keep_channel(link, ctx);
+            } else {
+                ctx.run_later(WATCH_RESTART_DELAY, move |this, ctx| this.keep_channel(link, ctx));
+            }
+        }
         let Some(factory) = self.watch.clone() else { return };
         if self.restarts.load(Ordering::Relaxed) == 0 {
             self.follow(factory(), ctx);

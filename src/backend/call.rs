@@ -130,9 +130,10 @@ impl Backend {
     }
 
     /// How many retries a call may make: `retries` for a repeatable request
-    /// when there is another instance to go to, else none.
+    /// when there is another instance to go to (behind a broker, another
+    /// consumer of the queue may take it), else none.
     fn retry_budget(&self, instances: &[Instance], repeatable: bool) -> u32 {
-        if repeatable && instances.len() > 1 {
+        if repeatable && (instances.len() > 1 || self.amqp().is_some()) {
             self.config.retries
         } else {
             0
@@ -163,7 +164,7 @@ mod tests {
     fn backend(instances: &[&str], retries: u32) -> Arc<Backend> {
         let source = InstanceSource::Static(instances.iter().map(|i| i.to_string()).collect());
         let config = BackendConfig { retries, ..BackendConfig::for_tests("svc", source) };
-        Backend::new(Arc::new(config), 1 << 20, None).0
+        Backend::new(Arc::new(config), 1 << 20, None, None).0
     }
 
     /// Attempts that answer from a script, one entry per attempt, noting

@@ -24,15 +24,19 @@ pub enum FetchError {
     CircuitOpen,
     /// The bulkhead is full.
     Rejected,
-    /// Discovery knows no instance of the backend.
+    /// Discovery knows no instance of the backend; for an AMQP backend, the
+    /// broker returned the message as unroutable (no queue bound).
     NoInstances,
+    /// The broker refused a published message (a negative publisher
+    /// confirm: it could not route or store it).
+    Nacked,
     /// mosaic itself failed (a panicked task); never expected.
     Internal,
 }
 
 impl FetchError {
     /// Every kind, for pre-registering metric handles.
-    pub const ALL: [FetchError; 10] = [
+    pub const ALL: [FetchError; 11] = [
         FetchError::Timeout,
         FetchError::Deadline,
         FetchError::Connect,
@@ -42,6 +46,7 @@ impl FetchError {
         FetchError::CircuitOpen,
         FetchError::Rejected,
         FetchError::NoInstances,
+        FetchError::Nacked,
         FetchError::Internal,
     ];
 
@@ -57,6 +62,7 @@ impl FetchError {
             FetchError::CircuitOpen => "circuit_open",
             FetchError::Rejected => "rejected",
             FetchError::NoInstances => "no_instances",
+            FetchError::Nacked => "nacked",
             FetchError::Internal => "internal",
         }
     }
@@ -71,6 +77,7 @@ impl FetchError {
                 | FetchError::Status5xx
                 | FetchError::InvalidBody
                 | FetchError::TooLarge
+                | FetchError::Nacked
         )
     }
 

@@ -17,6 +17,7 @@
 //! (`edge::proxy`) are the two carriers of that procedure.
 
 pub mod actor;
+pub mod amqp;
 pub mod answer;
 pub mod balancer;
 pub mod breaker;
@@ -129,6 +130,8 @@ pub struct Backend {
     discovery: DiscoveryStatus,
     /// `mosaic_backend_instances{backend}`.
     instances_gauge: metrics::Gauge,
+    /// The channel to the broker, for a backend behind it (`amqp = {...}`).
+    amqp: Option<Arc<amqp::AmqpLink>>,
 }
 
 impl Backend {
@@ -136,11 +139,13 @@ impl Backend {
     /// bodies) and the handle that changes it, for its actor. `carried`:
     /// the instances to start with when its configuration lists none (a
     /// discovered backend rebuilt by a reload keeps its predecessor's
-    /// until its own watch answers).
+    /// until its own watch answers). `broker`: the gateway's broker, which
+    /// a backend behind it (`amqp = {...}`) publishes through.
     pub fn new(
         config: Arc<BackendConfig>,
         max_body: u64,
         carried: Option<Vec<String>>,
+        broker: Option<&Arc<crate::broker::Broker>>,
     ) -> (Arc<Self>, BackendControl) {
         let addresses = match &config.instances {
             InstanceSource::Static(list) => list.clone(),
@@ -150,6 +155,12 @@ impl Backend {
         let instances_gauge =
             metrics::gauge!("mosaic_backend_instances", "backend" => config.name.clone());
         instances_gauge.set(addresses.len() as f64);
+        let amqp = match (&config.amqp, broker) {
+            (Some(target), Some(broker)) => {
+                Some(amqp::AmqpLink::new(&config.name, target.clone(), broker.clone()))
+            }
+            _ => None,
+        };
         let backend = Arc::new(Self {
             name: config.name.as_str().into(),
             balancer: Balancer::new(&addresses),
@@ -161,6 +172,7 @@ impl Backend {
             stats: BackendStats::new(&config.name),
             discovery: DiscoveryStatus::new(&config.name, &config.instances),
             instances_gauge,
+            amqp,
             config,
         });
         (backend.clone(), BackendControl::new(backend))
@@ -181,9 +193,15 @@ impl Backend {
         self.balancer.snapshot().iter().map(|i| i.address.clone()).collect()
     }
 
-    /// Whether it has at least one instance (for `/readyz`).
+    /// Whether it can be called (for `/readyz`): it has at least one
+    /// instance, and a backend behind the broker has its channel.
     pub fn has_instances(&self) -> bool {
-        !self.balancer.snapshot().is_empty()
+        !self.balancer.snapshot().is_empty() && self.amqp.as_ref().is_none_or(|l| l.is_open())
+    }
+
+    /// Its link to the broker, when it is behind one.
+    pub fn amqp(&self) -> Option<&Arc<amqp::AmqpLink>> {
+        self.amqp.as_ref()
     }
 
     /// Largest response body accepted.

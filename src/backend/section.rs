@@ -10,6 +10,7 @@ use std::time::Duration;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use tokio::time::Instant;
 
+use super::amqp::AmqpTransport;
 use super::answer::{self, Fetched};
 use super::cache::{self, CacheKey, Lookup};
 use super::call::{Attempts, Judged};
@@ -22,13 +23,16 @@ use crate::page::{SectionReply, Source};
 /// seam exists so that a benchmark can measure the call procedure (breaker,
 /// bulkhead, timers, stats) around an answer that costs nothing.
 pub trait Transport: Clone + 'static {
-    /// GETs `path` from the instance at `address` once.
+    /// GETs `path` from the instance at `address` once; the caller stops
+    /// waiting at `until` (a transport that can tell the service when to
+    /// give up, as AMQP's `expiration`, says so).
     fn get<'a>(
         &'a self,
         address: &'a str,
         path: &'a str,
         headers: &'a [(HeaderName, HeaderValue)],
         max_body: usize,
+        until: Instant,
     ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a;
 }
 
@@ -43,6 +47,7 @@ impl Transport for Network {
         path: &'a str,
         headers: &'a [(HeaderName, HeaderValue)],
         max_body: usize,
+        _until: Instant,
     ) -> impl std::future::Future<Output = Result<Reply, FetchError>> + 'a {
         client::get(address, path, headers, max_body)
     }
@@ -255,6 +260,22 @@ impl Backend {
         deadline: Instant,
         transport: &T,
     ) -> Result<Fetched, FetchError> {
+        if let Some(link) = &self.amqp {
+            // Behind the broker: the same procedure over the AMQP transport
+            // (boxed, so an HTTP call's future does not grow by its size).
+            let amqp = AmqpTransport(link.clone());
+            return Box::pin(self.call_over(path, headers, deadline, &amqp)).await;
+        }
+        self.call_over(path, headers, deadline, transport).await
+    }
+
+    async fn call_over<T: Transport>(
+        &self,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        deadline: Instant,
+        transport: &T,
+    ) -> Result<Fetched, FetchError> {
         let Admission { instances, permit, slot: _slot } = self.admit()?;
         let mut get = SectionGet { backend: self, transport, path, headers, deadline };
         let called = self.call(&instances, permit, &mut get, Instant::now()).await?;
@@ -280,7 +301,7 @@ impl Backend {
         } else {
             (timeout_at, FetchError::Timeout)
         };
-        tokio::time::timeout_at(limit, transport.get(address, path, headers, self.max_body))
+        tokio::time::timeout_at(limit, transport.get(address, path, headers, self.max_body, limit))
             .await
             .unwrap_or(Err(on_expiry))
             .and_then(answer::judge)

@@ -15,6 +15,7 @@ use metrics::{Counter, Histogram};
 
 use crate::backend::actor::BackendActor;
 use crate::backend::Backend;
+use crate::broker::Broker;
 use crate::config::{Config, InstanceSource, ProxyConfig, RouteConfig};
 use crate::discovery;
 use crate::page::{SectionLabel, Source};
@@ -122,6 +123,9 @@ pub struct Runtime {
     pub proxies: Vec<ProxyRuntime>,
     /// `mosaic_requests_total{route="unmatched"}`.
     pub unmatched: RequestCounters,
+    /// The broker connection, when `[amqp]` is set (kept across reloads
+    /// that leave `[amqp]` as it is).
+    pub broker: Option<Arc<Broker>>,
 }
 
 impl Runtime {
@@ -130,14 +134,21 @@ impl Runtime {
     /// are (breaker state, cache, counters): that is what a reload needs.
     pub fn build(config: Arc<Config>, control: &ArbiterHandle, reuse: Option<&Runtime>) -> Self {
         let mut backends = BTreeMap::new();
-        // A Consul backend is kept only if the agent settings are unchanged too.
+        // A Consul backend is kept only if the agent settings are unchanged
+        // too, and an AMQP backend only if the broker is.
         let same_consul = reuse.is_some_and(|old| old.config.consul == config.consul);
+        let kept_broker =
+            reuse.filter(|old| old.config.amqp == config.amqp).and_then(|old| old.broker.clone());
+        let same_broker = kept_broker.is_some();
+        let broker =
+            kept_broker.or_else(|| config.amqp.as_ref().map(|amqp| Broker::start(amqp, control)));
         for (name, backend_config) in &config.backends {
             let kept = reuse.and_then(|old| old.backends.get(name)).filter(|old| {
                 old.backend.config() == backend_config
                     && old.backend.max_body() as u64 == config.server.max_body
                     && (same_consul
                         || matches!(backend_config.instances, InstanceSource::Static(_)))
+                    && (same_broker || backend_config.amqp.is_none())
             });
             let handle = match kept {
                 Some(old) => old.clone(),
@@ -152,8 +163,12 @@ impl Runtime {
                                 && old.backend.config().instances == backend_config.instances
                         })
                         .map(|old| old.backend.addresses());
-                    let (backend, backend_control) =
-                        Backend::new(backend_config.clone(), config.server.max_body, carried);
+                    let (backend, backend_control) = Backend::new(
+                        backend_config.clone(),
+                        config.server.max_body,
+                        carried,
+                        broker.as_ref(),
+                    );
                     let restarts = Arc::new(AtomicU64::new(0));
                     let watch = discovery::watch_factory(backend_config, config.consul.as_ref());
                     let actor = BackendActor::start_watched(
@@ -183,12 +198,15 @@ impl Runtime {
             })
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
-        Self { config, backends, routes, proxies, unmatched: RequestCounters::new("unmatched") }
+        let unmatched = RequestCounters::new("unmatched");
+        Self { config, backends, routes, proxies, unmatched, broker }
     }
 
-    /// Whether every backend has at least one instance.
+    /// Whether every backend can be called: each has at least one instance,
+    /// and the broker, when configured, is connected.
     pub fn ready(&self) -> bool {
-        self.backends.values().all(|h| h.backend.has_instances())
+        self.broker.as_ref().is_none_or(|b| b.is_up())
+            && self.backends.values().all(|h| h.backend.has_instances())
     }
 }
 

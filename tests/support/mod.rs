@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod amqp;
 pub mod consul;
 pub mod fake;
 pub mod hostile;
@@ -137,6 +138,18 @@ pub async fn eventually(within: Duration, mut check: impl FnMut() -> bool) -> bo
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     check()
+}
+
+/// Starts a gateway whose config has AMQP backends, and waits (at most
+/// 10 s) until `/readyz` says their channels are open.
+pub async fn start_ready_gateway(toml: &str) -> RunningGateway {
+    let gateway = start_gateway(toml).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while get(gateway.admin_addr, "/readyz").await.status != 200 {
+        assert!(Instant::now() < until, "the gateway is not ready within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gateway
 }
 
 /// Writes `toml` to a temporary file and starts the gateway from it, so
