@@ -98,6 +98,20 @@ where
         Ok(())
     }
 
+    /// Reads the whole body (at most `max_body`, every bound checked), for
+    /// a transport that sends a message rather than a stream.
+    pub async fn read_whole(mut self) -> Result<Bytes, ForwardError> {
+        self.prefetch(usize::MAX).await?;
+        if self.buffered.len() == 1 {
+            return Ok(self.buffered.pop_front().unwrap_or_default());
+        }
+        let mut whole = bytes::BytesMut::with_capacity(self.buffered_len);
+        for chunk in self.buffered {
+            whole.extend_from_slice(&chunk);
+        }
+        Ok(whole.freeze())
+    }
+
     /// The next chunk from the client, every bound checked.
     fn poll_source(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, ForwardError>>> {
         let Some(source) = self.source.as_mut() else {

@@ -8,6 +8,7 @@
 //! streamed body). Only idempotent requests without a body are retried on
 //! another instance. The answer goes back through [`relay`].
 
+mod amqp;
 pub mod headers;
 pub mod path;
 pub mod relay;
@@ -80,9 +81,10 @@ pub(crate) fn proxy_error(status: StatusCode, error: FetchError, backend: &str) 
 
 fn status_for(error: FetchError) -> StatusCode {
     match error {
-        FetchError::CircuitOpen | FetchError::Rejected | FetchError::NoInstances => {
-            StatusCode::SERVICE_UNAVAILABLE
-        }
+        FetchError::CircuitOpen
+        | FetchError::Rejected
+        | FetchError::NoInstances
+        | FetchError::Nacked => StatusCode::SERVICE_UNAVAILABLE,
         FetchError::Timeout | FetchError::Deadline => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     }
@@ -174,6 +176,12 @@ pub async fn forward(
         Ok(declared) => declared,
         Err(refusal) => return refusal.response().into(),
     };
+    if let Some(link) = backend.amqp() {
+        // Behind the broker (boxed: an HTTP request's future stays as small).
+        return Box::pin(amqp::forward(request, payload, proxy, server, declared, link))
+            .await
+            .into();
+    }
     let (framing, body) = match request_body(request, payload, declared, server).await {
         Ok(body) => body,
         Err(refused) => return refused.into(),
