@@ -13,8 +13,13 @@ use support::*;
 
 /// `/api/...` proxied to a backend on `amqp` (an inline table).
 fn proxied(amqp: &str, extra: &str) -> String {
+    proxied_at(&amqp_section(), amqp, extra)
+}
+
+/// [`proxied`] with its own `[amqp]`.
+fn proxied_at(broker: &str, amqp: &str, extra: &str) -> String {
     format!(
-        "{LISTEN_ANY}{}
+        "{LISTEN_ANY}{broker}
 [backends.svc]
 amqp = {amqp}
 timeout = \"300ms\"
@@ -25,8 +30,7 @@ retries = 3
 prefix = \"/api\"
 backend = \"svc\"
 rewrite = \"/v1\"
-",
-        amqp_section()
+"
     )
 }
 
@@ -153,5 +157,23 @@ async fn a_header_name_amqp_cannot_carry_is_refused_before_anything_is_published
     let ok = request(gw.addr, "GET", "/api/a", &[], None).await;
     assert_eq!(ok.status, 200);
     assert_eq!(service.calls(), 1, "only the good request was published");
+    gw.stop(false).await;
+}
+
+#[actix_rt::test]
+async fn a_one_way_publish_without_a_confirm_in_time_is_504() {
+    let relay = support::amqp::BrokerRelay::start();
+    let queue = unique("noconfirm");
+    let connection = connect().await;
+    let channel = connection.create_channel().await.unwrap();
+    declare(&channel, &queue).await;
+    let broker = support::amqp::amqp_section_at(&relay.url);
+    let gw = start_ready_gateway(&proxied_at(&broker, &format!("{{ queue = \"{queue}\", reply = false }}"), "")).await;
+    relay.freeze();
+    let started = std::time::Instant::now();
+    let answer = request(gw.addr, "POST", "/api/events", &[], Some(b"{}".to_vec())).await;
+    assert_eq!((answer.status, answer.json()["error"].as_str()), (504, Some("timeout")));
+    assert!(started.elapsed() < Duration::from_millis(1000), "bounded by the timeout");
+    relay.restore();
     gw.stop(false).await;
 }

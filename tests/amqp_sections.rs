@@ -177,7 +177,7 @@ async fn a_cut_broker_connection_is_connect_at_once_and_calls_work_again_after()
     );
     let gw = start_ready_gateway(&toml).await;
     assert_eq!(inventory(&gw).await.1["source"], "live");
-    let port = relay.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or_default();
+    let port = relay.port();
     let up = format!("mosaic_amqp_up{{broker=\"127.0.0.1:{port}/%2f\"}}");
     assert_eq!(metric(&gw, &up).await, 1.0);
     relay.cut();
@@ -274,7 +274,7 @@ async fn a_late_reply_is_dropped_counted_and_never_answers_another_call() {
     let relay = support::amqp::BrokerRelay::start();
     let amqp = support::amqp::amqp_section_at(&relay.url);
     let gw = start_ready_gateway(&shop_at(&amqp, &queue, &product.address(), "")).await;
-    let port = relay.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or_default();
+    let port = relay.port();
     let late = format!("mosaic_amqp_late_replies_total{{broker=\"127.0.0.1:{port}/%2f\"}}");
     let before = metric(&gw, &late).await;
     let (_, first, _) = inventory(&gw).await;
@@ -332,5 +332,26 @@ async fn a_timed_out_get_is_retried_with_a_new_correlation_id() {
     let ids: Vec<_> = service.requests().into_iter().map(|r| r.correlation_id).collect();
     assert_eq!(ids.len(), 2);
     assert_ne!(ids[0], ids[1], "each attempt has its own correlation id");
+    gw.stop(false).await;
+}
+
+#[actix_rt::test]
+async fn a_broker_that_stops_answering_never_holds_a_page_past_its_deadline() {
+    let relay = support::amqp::BrokerRelay::start();
+    let queue = unique("frozen");
+    let _service = AmqpService::start(&queue, AmqpAnswer::ok(r#"{"stock":1}"#));
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
+    let amqp = support::amqp::amqp_section_at(&relay.url);
+    let gw = start_ready_gateway(&shop_at(&amqp, &queue, &product.address(), "")).await;
+    assert_eq!(inventory(&gw).await.1["source"], "live");
+    relay.freeze();
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let (status, meta, _) = inventory(&gw).await;
+        assert_eq!(status, 200);
+        assert_eq!(meta["error"], "timeout", "{meta}");
+        assert!(started.elapsed() < Duration::from_millis(600), "{:?}", started.elapsed());
+    }
+    relay.restore();
     gw.stop(false).await;
 }

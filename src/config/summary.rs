@@ -20,14 +20,26 @@ impl Config {
         );
         let _ = writeln!(out, "{}", heading(self.backends.len(), "backend"));
         for backend in self.backends.values() {
-            let source = match &backend.instances {
-                InstanceSource::Static(list) => format!("static {}", list.join(", ")),
-                InstanceSource::Consul { service, tag: Some(tag) } => {
-                    format!("consul service {service:?} tag {tag:?}")
+            let source = match (&backend.amqp, &backend.instances) {
+                (Some(target), _) => {
+                    let exchange =
+                        if target.exchange.is_empty() { "(default)" } else { &target.exchange };
+                    let broker = self.amqp.as_ref().map_or("", |a| a.broker.as_str());
+                    let kind = if target.reply { "request/reply" } else { "one-way" };
+                    format!(
+                        "amqp {kind} exchange {exchange} routing key {:?} via {broker}",
+                        target.routing_key
+                    )
                 }
-                InstanceSource::Consul { service, tag: None } => {
-                    format!("consul service {service:?}")
-                }
+                (None, instances) => match instances {
+                    InstanceSource::Static(list) => format!("static {}", list.join(", ")),
+                    InstanceSource::Consul { service, tag: Some(tag) } => {
+                        format!("consul service {service:?} tag {tag:?}")
+                    }
+                    InstanceSource::Consul { service, tag: None } => {
+                        format!("consul service {service:?}")
+                    }
+                },
             };
             let _ = writeln!(out, "  {:<18} {source}", backend.name);
         }

@@ -308,6 +308,7 @@ pub struct BrokerRelay {
     /// `amqp://` URL through the relay.
     pub url: String,
     up: Arc<std::sync::atomic::AtomicBool>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
     generation: Arc<std::sync::atomic::AtomicUsize>,
     _thread: std::thread::JoinHandle<()>,
 }
@@ -320,16 +321,18 @@ impl BrokerRelay {
         listener.set_nonblocking(true).expect("nonblocking");
         let port = listener.local_addr().expect("addr").port();
         let up = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let generation = Arc::new(AtomicUsize::new(0));
-        let (u, g) = (up.clone(), generation.clone());
+        let (u, f, g) = (up.clone(), frozen.clone(), generation.clone());
         let thread = std::thread::spawn(move || {
             let rt =
                 tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-            rt.block_on(relay(listener, u, g));
+            rt.block_on(relay(listener, u, f, g));
         });
         BrokerRelay {
             url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
             up,
+            frozen,
             generation,
             _thread: thread,
         }
@@ -341,15 +344,28 @@ impl BrokerRelay {
         self.generation.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Accepts and relays again.
+    /// Accepts and relays again (and thaws).
     pub fn restore(&self) {
         self.up.store(true, Ordering::SeqCst);
+        self.frozen.store(false, Ordering::SeqCst);
+    }
+
+    /// Keeps every connection open but relays nothing: a broker that
+    /// stopped answering.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// The port the gateway sees the broker on (its metrics label).
+    pub fn port(&self) -> String {
+        self.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or_default().into()
     }
 }
 
 async fn relay(
     listener: std::net::TcpListener,
     up: Arc<std::sync::atomic::AtomicBool>,
+    frozen: Arc<std::sync::atomic::AtomicBool>,
     generation: Arc<AtomicUsize>,
 ) {
     let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
@@ -360,9 +376,9 @@ async fn relay(
             continue;
         }
         let born = generation.load(Ordering::SeqCst);
-        let generation = generation.clone();
+        let (generation, frozen) = (generation.clone(), frozen.clone());
         tokio::spawn(async move {
-            let Ok(mut broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
+            let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
                 return;
             };
             let cut = async {
@@ -370,10 +386,35 @@ async fn relay(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             };
+            let (client_read, client_write) = client.split();
+            let (broker_read, broker_write) = tokio::io::split(broker);
             tokio::select! {
-                _ = tokio::io::copy_bidirectional(&mut client, &mut broker) => {}
+                _ = pump(client_read, broker_write, &frozen) => {}
+                _ = pump(broker_read, client_write, &frozen) => {}
                 _ = cut => {}
             }
         });
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the relay is frozen.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    frozen: &std::sync::atomic::AtomicBool,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }
