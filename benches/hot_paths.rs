@@ -56,6 +56,7 @@ fn backend_config() -> Arc<BackendConfig> {
         },
         cache: None,
         default: None,
+        amqp: None,
     })
 }
 

@@ -62,6 +62,14 @@ enum Command {
         /// Address to listen on; port 0 picks a free port (printed on start).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Serve over AMQP: consume a queue on this broker
+        /// (amqp://user:password@host:port/vhost) and reply to `reply_to`;
+        /// `--listen` then serves /health and /_fault.
+        #[arg(long, value_name = "URL")]
+        amqp: Option<String>,
+        /// The queue to declare and consume with --amqp [default: SERVICE.rpc].
+        #[arg(long, value_name = "NAME", requires = "amqp")]
+        queue: Option<String>,
         #[command(flatten)]
         faults: FaultArgs,
     },
@@ -128,8 +136,9 @@ fn main() -> ExitCode {
         Command::Demo { listen, admin, base_port, config, consul } => {
             demo(listen, admin, base_port, config.as_deref(), consul.as_deref(), cli.log_format)
         }
-        Command::DemoService { service, listen, faults } => {
-            demo_service(service, listen, faults.into_faults())
+        Command::DemoService { service, listen, amqp, queue, faults } => {
+            let amqp = amqp.map(|url| (url, queue.unwrap_or_else(|| format!("{service}.rpc"))));
+            demo_service(service, listen, amqp, faults.into_faults(), cli.log_format)
         }
     }
 }
@@ -260,15 +269,33 @@ fn demo(
     }
 }
 
-/// Checks the fault flags, then runs one demo service as this process.
-fn demo_service(service: Service, listen: SocketAddr, faults: Faults) -> ExitCode {
+/// Checks the fault flags, then runs one demo service as this process: over
+/// HTTP, or over AMQP when `amqp` holds the broker URL and queue.
+fn demo_service(
+    service: Service,
+    listen: SocketAddr,
+    amqp: Option<(String, String)>,
+    faults: Faults,
+    log_format: mosaic::telemetry::LogFormat,
+) -> ExitCode {
     if let Err(errors) = faults.validate() {
         for e in errors {
             eprintln!("demo-service: {e}");
         }
         return ExitCode::FAILURE;
     }
-    match mosaic::demo::service::run_standalone(service, listen, faults) {
+    let outcome = match amqp {
+        None => mosaic::demo::service::run_standalone(service, listen, faults),
+        Some((url, queue)) => {
+            // Dropped requests and failed replies are logged (stderr).
+            let _log = mosaic::telemetry::init_logging(log_format);
+            mosaic::demo::amqp::AmqpOptions::new(&url, &queue).and_then(|options| {
+                mosaic::demo::amqp::run_standalone(service, listen, faults, options)
+                    .map_err(|e| format!("demo service {service}: {e}"))
+            })
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

@@ -5,6 +5,10 @@
 //! - [`orders`]: order histories generated from the user name.
 //! - [`cart`]: the cart service's bounded in-memory store.
 //! - [`service`]: one service as an actix-web server (`mosaic demo-service`).
+//! - [`amqp`]: one service as an AMQP RPC consumer (`demo-service --amqp`):
+//!   connection, queue, consumer, replies.
+//! - [`rpc`]: one AMQP request answered by the service's own app, and what
+//!   each fault does to it.
 //! - [`fault`]: injected faults (latency, errors, hang, reset, drip, non-JSON).
 //! - [`spawn`]: [`DemoServices`], the seven services as child processes.
 //! - [`consul`]: `mosaic demo --consul URL`: register them with a Consul
@@ -18,11 +22,13 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+pub mod amqp;
 pub mod cart;
 pub mod consul;
 pub mod data;
 pub mod fault;
 pub mod orders;
+pub mod rpc;
 pub mod service;
 pub mod spawn;
 
