@@ -329,3 +329,116 @@ async fn exits_when_the_consumer_is_lost() {
     let status = timeout(WAIT, amqp.wait()).await.expect("the service exits").unwrap();
     assert!(!status.success(), "{status}");
 }
+
+/// `DemoServices` with inventory behind the broker: inventory says which
+/// queue it consumes, answers through it, and a restart (same HTTP port)
+/// declares the queue again after a kill took it away.
+#[actix_rt::test]
+async fn demo_services_serve_inventory_through_the_broker() {
+    let queue = unique_queue();
+    let amqp = mosaic::demo::AmqpInventory::new(&broker_url(), &queue).unwrap();
+    let mut demo = mosaic::demo::DemoServices::start_with(EXE, 0, Some(amqp)).await.unwrap();
+    let infos = demo.services();
+    let inventory = infos.iter().find(|s| s.name == "inventory").unwrap();
+    assert_eq!(inventory.amqp_queue.as_deref(), Some(queue.as_str()));
+    assert!(infos.iter().filter(|s| s.name != "inventory").all(|s| s.amqp_queue.is_none()));
+    let mut gateway = Requester::connect().await;
+    let reply = gateway.call(&queue, "GET", "/inventory/42", WAIT).await.expect("a reply");
+    assert_eq!(status(&reply), 200);
+
+    let port = demo.port("inventory");
+    demo.kill("inventory").await.unwrap();
+    demo.restart("inventory").await.unwrap();
+    assert_eq!(demo.port("inventory"), port, "restarted on its port");
+    let reply = gateway.call(&queue, "GET", "/inventory/7", WAIT).await.expect("served again");
+    assert_eq!(status(&reply), 200);
+
+    let banner = mosaic::demo::banner(
+        "127.0.0.1:8080".parse().unwrap(),
+        "127.0.0.1:9901".parse().unwrap(),
+        &demo,
+    );
+    let pid = demo.pid("inventory").unwrap();
+    assert!(banner.contains("served through RabbitMQ"), "{banner}");
+    assert!(banner.contains(&format!("kill -9 {pid}")), "{banner}");
+    assert!(banner.contains(&format!("via RabbitMQ queue {queue}")), "{banner}");
+}
+
+/// `mosaic demo` as a process, stopped with SIGTERM (so it stops its
+/// services) and SIGKILLed only if it lingers.
+struct DemoProcess(std::process::Child);
+
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill").arg(self.0.id().to_string()).status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+    }
+}
+
+/// `mosaic demo --amqp URL --amqp-queue Q`: the banner says inventory is
+/// behind RabbitMQ, the gateway's inventory backend is the broker (no HTTP
+/// address), and a request published to Q is answered.
+#[actix_rt::test]
+async fn demo_command_serves_inventory_through_the_broker() {
+    use std::io::BufRead as _;
+    let queue = unique_queue();
+    let child = std::process::Command::new(EXE)
+        .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--base-port", "0"])
+        .args(["--amqp", &broker_url(), "--amqp-queue", &queue])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut demo = DemoProcess(child);
+    let stdout = demo.0.stdout.take().unwrap();
+    // Blocking reads belong on a blocking thread; the banner ends with the
+    // fault hint, the rest is drained so the demo never blocks on its pipe.
+    let banner = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let mut banner = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap_or_default();
+            let done = line.starts_with("Inject faults");
+            banner.push(line);
+            if done {
+                break;
+            }
+        }
+        std::thread::spawn(move || lines.for_each(drop));
+        banner
+    });
+    let banner = timeout(Duration::from_secs(30), banner).await.expect("banner in time").unwrap();
+    let text = banner.join("\n");
+    assert!(text.contains("Inventory is served through RabbitMQ"), "{text}");
+    assert!(text.contains(&format!("via RabbitMQ queue {queue}")), "{text}");
+    let admin = banner
+        .iter()
+        .find_map(|l| {
+            l.trim().strip_prefix("curl -s http://")?.strip_suffix("/admin/backends | jq")
+        })
+        .expect("banner names the admin listener")
+        .to_owned();
+
+    let client = awc::Client::builder().timeout(WAIT).finish();
+    let mut res = client.get(format!("http://{admin}/admin/backends")).send().await.unwrap();
+    let backends: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+    let inventory = backends["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "inventory")
+        .expect("inventory backend")
+        .clone();
+    assert_eq!(inventory["instances"], json!(["127.0.0.1:5672/%2f"]), "{inventory}");
+
+    let mut gateway = Requester::connect().await;
+    let reply = gateway.call(&queue, "GET", "/inventory/42", WAIT).await.expect("a reply");
+    assert_eq!(status(&reply), 200);
+}
