@@ -182,7 +182,7 @@ async fn serve(
         .map_err(|()| AmqpServiceError::App)?;
     let server = service::http_server(service, listener, faults.clone(), carts)
         .map_err(|source| AmqpServiceError::Listen { addr: bound, source })?;
-    announce(service, &options, bound);
+    announce(service, &options, bound).await;
     let broker = options.broker();
     tokio::select! {
         stopped = server => {
@@ -198,16 +198,20 @@ async fn serve(
     }
 }
 
-fn announce(service: DemoService, options: &AmqpOptions, bound: SocketAddr) {
-    use std::io::Write as _;
-    let mut out = std::io::stdout().lock();
+/// Prints the readiness line, off the async thread (a write to a pipe can
+/// block).
+async fn announce(service: DemoService, options: &AmqpOptions, bound: SocketAddr) {
     let (queue, broker) = (&options.queue, options.broker());
     // One write; the last word is the address `spawn_service` parses.
-    let _ = writeln!(
-        out,
-        "demo service {service} (AMQP queue {queue} at {broker}) listening on {bound}"
-    );
-    let _ = out.flush();
+    let line =
+        format!("demo service {service} (AMQP queue {queue} at {broker}) listening on {bound}\n");
+    let _ = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(line.as_bytes());
+        let _ = out.flush();
+    })
+    .await;
 }
 
 /// Runs one broker step under [`BROKER_TIMEOUT`], naming it in the error.
