@@ -36,24 +36,7 @@ enum Command {
         config: PathBuf,
     },
     /// Start the demo shop (seven services, each its own process) and the gateway in front.
-    Demo {
-        /// Where the gateway listens.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Where the admin listener listens.
-        #[arg(long, default_value = "127.0.0.1:9901")]
-        admin: SocketAddr,
-        /// First demo service port; the seven use this and the next six.
-        #[arg(long, default_value_t = mosaic::demo::DEFAULT_BASE_PORT)]
-        base_port: u16,
-        /// Gateway config; the built-in demo config when absent.
-        #[arg(long, short)]
-        config: Option<PathBuf>,
-        /// Register the services with this Consul agent (http://HOST:PORT) and
-        /// discover them through it; the token comes from CONSUL_HTTP_TOKEN.
-        #[arg(long, value_name = "URL")]
-        consul: Option<String>,
-    },
+    Demo(DemoArgs),
     /// Run one demo shop service (used by `mosaic demo` and the chaos tests).
     DemoService {
         /// catalog, pricing, reviews, cart, orders, inventory or recommendations.
@@ -62,9 +45,47 @@ enum Command {
         /// Address to listen on; port 0 picks a free port (printed on start).
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Serve over AMQP: consume a queue on this broker
+        /// (amqp://user:password@host:port/vhost) and reply to `reply_to`;
+        /// `--listen` then serves /health and /_fault.
+        #[arg(long, value_name = "URL")]
+        amqp: Option<String>,
+        /// The queue to declare and consume with --amqp [default: SERVICE.rpc].
+        #[arg(long, value_name = "NAME", requires = "amqp")]
+        queue: Option<String>,
         #[command(flatten)]
         faults: FaultArgs,
     },
+}
+
+/// `mosaic demo`'s flags.
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the gateway listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the admin listener listens.
+    #[arg(long, default_value = "127.0.0.1:9901")]
+    admin: SocketAddr,
+    /// First demo service port; the seven use this and the next six.
+    #[arg(long, default_value_t = mosaic::demo::DEFAULT_BASE_PORT)]
+    base_port: u16,
+    /// Gateway config; the built-in demo config (or demo-amqp config with
+    /// --amqp) when absent.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Register the services with this Consul agent (http://HOST:PORT) and
+    /// discover them through it; the token comes from CONSUL_HTTP_TOKEN.
+    #[arg(long, value_name = "URL", conflicts_with = "amqp")]
+    consul: Option<String>,
+    /// Serve inventory through this RabbitMQ broker
+    /// (amqp://user:password@host:port/vhost) instead of HTTP; replaces the
+    /// config's [amqp] url.
+    #[arg(long, value_name = "URL")]
+    amqp: Option<String>,
+    /// The queue inventory consumes with --amqp.
+    #[arg(long, value_name = "NAME", default_value = mosaic::demo::amqp::DEFAULT_QUEUE, requires = "amqp")]
+    amqp_queue: String,
 }
 
 /// Faults to start with; `PUT /_fault` changes them at run time.
@@ -125,11 +146,10 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Run { config } => run(&config, cli.log_format),
-        Command::Demo { listen, admin, base_port, config, consul } => {
-            demo(listen, admin, base_port, config.as_deref(), consul.as_deref(), cli.log_format)
-        }
-        Command::DemoService { service, listen, faults } => {
-            demo_service(service, listen, faults.into_faults())
+        Command::Demo(args) => demo(args, cli.log_format),
+        Command::DemoService { service, listen, amqp, queue, faults } => {
+            let amqp = amqp.map(|url| (url, queue.unwrap_or_else(|| format!("{service}.rpc"))));
+            demo_service(service, listen, amqp, faults.into_faults(), cli.log_format)
         }
     }
 }
@@ -175,37 +195,61 @@ fn run(path: &Path, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
 
 /// The demo config shipped in the binary, so `mosaic demo` works from any directory.
 const DEMO_CONFIG: &str = include_str!("../config/demo.toml");
+/// The same shop with inventory behind RabbitMQ (`mosaic demo --amqp`).
+const DEMO_AMQP_CONFIG: &str = include_str!("../config/demo-amqp.toml");
 
-fn demo(
-    listen: SocketAddr,
-    admin: SocketAddr,
-    base_port: u16,
-    path: Option<&Path>,
-    consul: Option<&str>,
-    log_format: mosaic::telemetry::LogFormat,
-) -> ExitCode {
+/// The gateway config `mosaic demo` serves: the file or the built-in one,
+/// with the listeners and (with --amqp) the broker and queue from the flags.
+/// Errors are whole messages, ready to print.
+fn demo_config(
+    args: &DemoArgs,
+    amqp: Option<&mosaic::demo::AmqpInventory>,
+) -> Result<mosaic::config::Config, String> {
+    let parsed = match (&args.config, amqp) {
+        (Some(path), _) => mosaic::config::load_file(path),
+        (None, None) => mosaic::config::parse_str(DEMO_CONFIG),
+        (None, Some(_)) => mosaic::config::parse_str(DEMO_AMQP_CONFIG),
+    };
+    let mut config = parsed.map_err(|errors| {
+        let lines: Vec<String> = errors.errors.iter().map(ToString::to_string).collect();
+        format!("demo config invalid:\n{}", lines.join("\n"))
+    })?;
+    config.server.listen = args.listen;
+    config.admin.listen = args.admin;
+    if let Some(amqp) = amqp {
+        mosaic::demo::route_inventory_through(&mut config, amqp)
+            .map_err(|e| format!("mosaic demo: {e}"))?;
+    }
+    Ok(config)
+}
+
+fn demo(args: DemoArgs, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
     let _log = mosaic::telemetry::init_logging(log_format);
-    let consul = match consul.map(mosaic::demo::consul::consul_config).transpose() {
-        Ok(consul) => consul,
+    let consul = args
+        .consul
+        .as_deref()
+        .map(mosaic::demo::consul::consul_config)
+        .transpose()
+        .map_err(|e| format!("mosaic demo: {e}"));
+    let amqp = args
+        .amqp
+        .as_deref()
+        .map(|url| mosaic::demo::AmqpInventory::new(url, &args.amqp_queue))
+        .transpose()
+        .map_err(|e| format!("mosaic demo: {e}"));
+    let prepared = consul.and_then(|consul| {
+        let amqp = amqp?;
+        let config = demo_config(&args, amqp.as_ref())?;
+        Ok((consul, amqp, config))
+    });
+    let (consul, amqp, mut config) = match prepared {
+        Ok(prepared) => prepared,
         Err(e) => {
-            eprintln!("mosaic demo: {e}");
+            eprintln!("{e}");
             return ExitCode::FAILURE;
         }
     };
-    let parsed = match path {
-        Some(path) => mosaic::config::load_file(path),
-        None => mosaic::config::parse_str(DEMO_CONFIG),
-    };
-    let mut config = match parsed {
-        Ok(config) => config,
-        Err(errors) => {
-            eprintln!("demo config invalid:");
-            print_errors(&errors);
-            return ExitCode::FAILURE;
-        }
-    };
-    config.server.listen = listen;
-    config.admin.listen = admin;
+    let base_port = args.base_port;
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -214,7 +258,7 @@ fn demo(
         }
     };
     let outcome = actix_rt::System::new().block_on(async move {
-        let services = mosaic::demo::DemoServices::start(exe, base_port)
+        let services = mosaic::demo::DemoServices::start_with(exe, base_port, amqp)
             .await
             .map_err(|e| format!("demo services: {e}"))?;
         let registered = match consul {
@@ -260,15 +304,33 @@ fn demo(
     }
 }
 
-/// Checks the fault flags, then runs one demo service as this process.
-fn demo_service(service: Service, listen: SocketAddr, faults: Faults) -> ExitCode {
+/// Checks the fault flags, then runs one demo service as this process: over
+/// HTTP, or over AMQP when `amqp` holds the broker URL and queue.
+fn demo_service(
+    service: Service,
+    listen: SocketAddr,
+    amqp: Option<(String, String)>,
+    faults: Faults,
+    log_format: mosaic::telemetry::LogFormat,
+) -> ExitCode {
     if let Err(errors) = faults.validate() {
         for e in errors {
             eprintln!("demo-service: {e}");
         }
         return ExitCode::FAILURE;
     }
-    match mosaic::demo::service::run_standalone(service, listen, faults) {
+    let outcome = match amqp {
+        None => mosaic::demo::service::run_standalone(service, listen, faults),
+        Some((url, queue)) => {
+            // Dropped requests and failed replies are logged (stderr).
+            let _log = mosaic::telemetry::init_logging(log_format);
+            mosaic::demo::amqp::AmqpOptions::new(&url, &queue).and_then(|options| {
+                mosaic::demo::amqp::run_standalone(service, listen, faults, options)
+                    .map_err(|e| format!("demo service {service}: {e}"))
+            })
+        }
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

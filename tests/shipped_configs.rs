@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mosaic::config::{parse_str_with_env, BreakerPolicy, Config, InstanceSource};
+use mosaic::config::{parse_str_with_env, AmqpTarget, BreakerPolicy, Config, InstanceSource};
 
 /// Validates a file with an empty environment: shipped files must not need
 /// any variable to be set.
@@ -93,6 +93,58 @@ fn demo_config_is_the_spec_shop() {
         Some(&br#"{"items":[]}"#[..])
     );
     assert_eq!(config.backends["catalog"].timeout, Duration::from_millis(300));
+}
+
+/// demo-amqp.toml is demo.toml with inventory behind the local RabbitMQ:
+/// the same page, the same other backends, inventory on the queue
+/// `mosaic demo-service --amqp` consumes by default.
+#[test]
+fn demo_amqp_config_is_the_shop_with_inventory_behind_the_broker() {
+    let config = load(&manifest_path("config/demo-amqp.toml"));
+    let http = load(&manifest_path("config/demo.toml"));
+    assert_product_page(&config);
+    let broker = config.amqp.as_ref().expect("[amqp]");
+    assert_eq!(broker.broker, "127.0.0.1:5672/%2f");
+    assert_eq!(broker.url, "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let inventory = &config.backends["inventory"];
+    assert_eq!(
+        inventory.amqp,
+        Some(AmqpTarget {
+            exchange: String::new(),
+            routing_key: mosaic::demo::amqp::DEFAULT_QUEUE.into(),
+            reply: true
+        })
+    );
+    assert_eq!(inventory.instances, InstanceSource::Static(vec!["127.0.0.1:5672/%2f".into()]));
+    assert_eq!(inventory.timeout, http.backends["inventory"].timeout);
+    assert_eq!(inventory.cache, http.backends["inventory"].cache);
+    assert_eq!(inventory.default, http.backends["inventory"].default);
+    for name in SHOP.iter().filter(|n| **n != "inventory") {
+        assert_eq!(config.backends[*name], http.backends[*name], "{name} as in demo.toml");
+    }
+    assert_eq!(
+        (config.server.listen, config.admin.listen),
+        (http.server.listen, http.admin.listen)
+    );
+}
+
+/// `mosaic check` accepts every shipped config (with no MOSAIC_* variable
+/// set), as an operator would run it.
+#[test]
+fn mosaic_check_accepts_the_shipped_configs() {
+    for file in ["config/mosaic.toml", "config/demo.toml", "config/demo-amqp.toml"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mosaic"))
+            .args(["check", "--config"])
+            .arg(manifest_path(file))
+            .env_remove("MOSAIC_AMQP_URL")
+            .env_remove("MOSAIC_ADMIN_TOKEN")
+            .env_remove("CONSUL_HTTP_TOKEN")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains("valid"), "{file}: {stdout}");
+    }
 }
 
 #[test]

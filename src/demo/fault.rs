@@ -109,7 +109,7 @@ impl Faults {
     }
 
     /// The delay for one request: latency ± up to jitter, never negative.
-    fn delay(&self) -> Duration {
+    pub(crate) fn delay(&self) -> Duration {
         let jitter = if self.jitter_ms == 0 {
             0
         } else {
@@ -120,7 +120,7 @@ impl Faults {
 }
 
 /// Rolls a die: true for about `rate` of the calls (never for 0, always for 1).
-fn happens(rate: f64) -> bool {
+pub(crate) fn happens(rate: f64) -> bool {
     rate > 0.0 && fastrand::f64() < rate
 }
 
@@ -152,6 +152,31 @@ impl FaultState {
     fn set(&self, faults: Faults) {
         *self.current.lock() = faults;
     }
+
+    /// Counts one data request and returns the settings it meets.
+    pub(crate) fn begin_data_request(&self) -> Faults {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.get()
+    }
+}
+
+/// `/health`, `/_fault` and `/_stats`: never faulted nor counted, so health
+/// stays truthful and a fault can always be turned off.
+pub fn is_control_path(path: &str) -> bool {
+    matches!(path, "/health" | "/_fault" | "/_stats")
+}
+
+/// What `error_rate` answers: a JSON 503.
+pub(crate) fn injected_error() -> HttpResponse {
+    error_response(StatusCode::SERVICE_UNAVAILABLE, "injected_fault", "error_rate fault injected")
+}
+
+/// What `non_json` answers: 200 with an HTML maintenance page.
+pub(crate) fn non_json_page() -> HttpResponse {
+    HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
+        "<!DOCTYPE html><html><head><title>Maintenance</title></head>\
+         <body><h1>We'll be right back</h1></body></html>",
+    )
 }
 
 /// Parses a CLI duration into milliseconds: `"250ms"`, `"2s"`, `"1m"`, or a
@@ -216,10 +241,7 @@ pub async fn inject(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let faults = match req.app_data::<web::Data<FaultState>>() {
-        Some(state) if !matches!(req.path(), "/health" | "/_fault" | "/_stats") => {
-            state.requests.fetch_add(1, Ordering::Relaxed);
-            state.get()
-        }
+        Some(state) if !is_control_path(req.path()) => state.begin_data_request(),
         _ => return Ok(next.call(req).await?.map_into_boxed_body()),
     };
     if faults.hang {
@@ -236,16 +258,9 @@ pub async fn inject(
         return Ok(req.into_response(reset_response()));
     }
     let res = if happens(faults.error_rate) {
-        req.into_response(error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "injected_fault",
-            "error_rate fault injected",
-        ))
+        req.into_response(injected_error())
     } else if faults.non_json {
-        req.into_response(HttpResponse::Ok().content_type("text/html; charset=utf-8").body(
-            "<!DOCTYPE html><html><head><title>Maintenance</title></head>\
-                       <body><h1>We'll be right back</h1></body></html>",
-        ))
+        req.into_response(non_json_page())
     } else {
         next.call(req).await?.map_into_boxed_body()
     };

@@ -5,29 +5,37 @@
 //! - [`orders`]: order histories generated from the user name.
 //! - [`cart`]: the cart service's bounded in-memory store.
 //! - [`service`]: one service as an actix-web server (`mosaic demo-service`).
+//! - [`amqp`]: one service as an AMQP RPC consumer (`demo-service --amqp`):
+//!   connection, queue, consumer, replies.
+//! - [`rpc`]: one AMQP request answered by the service's own app, and what
+//!   each fault does to it.
 //! - [`fault`]: injected faults (latency, errors, hang, reset, drip, non-JSON).
 //! - [`spawn`]: [`DemoServices`], the seven services as child processes.
 //! - [`consul`]: `mosaic demo --consul URL`: register them with a Consul
 //!   agent and discover them through it.
 //!
 //! `mosaic demo` = [`DemoServices::start`] on [`DEFAULT_BASE_PORT`] + the
-//! gateway + [`banner`].
+//! gateway + [`banner`]. `mosaic demo --amqp URL` = the same with inventory
+//! behind RabbitMQ ([`DemoServices::start_with`], `config/demo-amqp.toml`,
+//! [`route_inventory_through`]).
 
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::str::FromStr;
 
+pub mod amqp;
 pub mod cart;
 pub mod consul;
 pub mod data;
 pub mod fault;
 pub mod orders;
+pub mod rpc;
 pub mod service;
 pub mod spawn;
 
 pub use fault::Faults;
-pub use spawn::{spawn_service, DemoError, DemoServices, ServiceInfo};
+pub use spawn::{spawn_service, AmqpInventory, DemoError, DemoServices, ServiceInfo};
 
 /// First port of the demo services (catalog); the others follow in
 /// [`Service::ALL`] order, as in the shipped demo config.
@@ -130,7 +138,20 @@ pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -
     let _ = writeln!(out, "\nServices:");
     for info in services.services() {
         let pid = info.pid.map_or_else(|| "stopped".to_owned(), |p| format!("pid {p}"));
-        let _ = writeln!(out, "  {:<16} 127.0.0.1:{:<6} {pid}", info.name, info.port);
+        let via = info.amqp_queue.as_ref().map_or_else(String::new, |queue| {
+            format!("  via RabbitMQ queue {queue} (this port: /health, /_fault)")
+        });
+        let _ = writeln!(out, "  {:<16} 127.0.0.1:{:<6} {pid}{via}", info.name, info.port);
+    }
+    if let Some(amqp) = services.amqp() {
+        let pid = services.pid("inventory").map_or_else(|| "PID".to_owned(), |p| p.to_string());
+        let _ = writeln!(
+            out,
+            "\nInventory is served through RabbitMQ (queue {} at {}): `kill -9 {pid}` takes \
+             its auto-delete queue with it; reload the page and see \"inventory\": null. \
+             `rabbitmqctl list_queues name consumers` shows the queue.",
+            amqp.queue, amqp.broker
+        );
     }
     if let Some(reviews) = services.services().into_iter().find(|s| s.name == "reviews") {
         if let Some(pid) = reviews.pid {
@@ -151,7 +172,8 @@ pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -
 }
 
 /// Points the config's demo backends (named after the services) at the
-/// services' real addresses, so any base port works.
+/// services' real addresses, so any base port works. Backends reached
+/// through the broker keep the broker as their instance.
 pub fn point_config_at(config: &mut crate::config::Config, services: &DemoServices) {
     for service in Service::ALL {
         let name = service.to_string();
@@ -159,9 +181,49 @@ pub fn point_config_at(config: &mut crate::config::Config, services: &DemoServic
         else {
             continue;
         };
+        if backend.amqp.is_some() {
+            continue;
+        }
         std::sync::Arc::make_mut(backend).instances =
             crate::config::InstanceSource::Static(vec![addr.to_string()]);
     }
+}
+
+/// Why a config cannot serve inventory through the broker.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AmqpDemoError {
+    /// No `[amqp]` section to take the URL.
+    #[error("the config has no [amqp] section; use config/demo-amqp.toml or add one")]
+    NoBroker,
+    /// `[backends.inventory]` is missing or reached over HTTP.
+    #[error("the config's [backends.inventory] has no amqp = {{ queue = \"...\" }}; use config/demo-amqp.toml")]
+    NotAmqp,
+}
+
+/// Points the config at `inventory`'s broker and queue: `[amqp]`'s url and
+/// broker become `inventory.url`'s (the URL on the command line wins over
+/// the file's), the inventory backend publishes to `inventory.queue` on the
+/// default exchange, and its one instance is the broker, as the config
+/// layer writes it.
+pub fn route_inventory_through(
+    config: &mut crate::config::Config,
+    inventory: &AmqpInventory,
+) -> Result<(), AmqpDemoError> {
+    let broker = config.amqp.as_mut().ok_or(AmqpDemoError::NoBroker)?;
+    let backend = config
+        .backends
+        .get_mut(Service::Inventory.name())
+        .filter(|b| b.amqp.is_some())
+        .ok_or(AmqpDemoError::NotAmqp)?;
+    broker.url.clone_from(&inventory.url);
+    broker.broker.clone_from(&inventory.broker);
+    let backend = std::sync::Arc::make_mut(backend);
+    if let Some(target) = backend.amqp.as_mut() {
+        target.exchange.clear();
+        target.routing_key.clone_from(&inventory.queue);
+    }
+    backend.instances = crate::config::InstanceSource::Static(vec![inventory.broker.clone()]);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -176,5 +238,42 @@ mod tests {
         }
         let err = "review".parse::<Service>().err().unwrap_or_default();
         assert!(err.contains("reviews"), "{err}");
+    }
+
+    fn shipped(text: &str) -> crate::config::Config {
+        crate::config::parse_str_with_env(text, &|_| None).expect("shipped config is valid")
+    }
+
+    /// The command line's broker and queue replace the file's: url, the
+    /// credential-free broker name, the routing key and the instance.
+    #[test]
+    fn inventory_routed_through_the_given_broker() {
+        let mut config = shipped(include_str!("../../config/demo-amqp.toml"));
+        let inventory =
+            AmqpInventory::new("amqp://shop:secret@10.0.0.7:5673/shop", "test.q").expect("valid");
+        assert_eq!(route_inventory_through(&mut config, &inventory), Ok(()));
+        let broker = config.amqp.as_ref().expect("[amqp]");
+        assert_eq!(broker.url, "amqp://shop:secret@10.0.0.7:5673/shop");
+        assert_eq!(broker.broker, "10.0.0.7:5673/shop");
+        let backend = &config.backends["inventory"];
+        let target = backend.amqp.as_ref().expect("amqp backend");
+        assert_eq!((target.exchange.as_str(), target.routing_key.as_str()), ("", "test.q"));
+        let expected = crate::config::InstanceSource::Static(vec!["10.0.0.7:5673/shop".into()]);
+        assert_eq!(backend.instances, expected);
+    }
+
+    /// The HTTP shop has no broker to point inventory at: a clear refusal.
+    #[test]
+    fn http_config_cannot_route_inventory_through_a_broker() {
+        let mut config = shipped(include_str!("../../config/demo.toml"));
+        let inventory = AmqpInventory::new("amqp://127.0.0.1:5672/%2f", "q").expect("valid");
+        assert_eq!(route_inventory_through(&mut config, &inventory), Err(AmqpDemoError::NoBroker));
+    }
+
+    /// A bad URL or queue fails before anything starts.
+    #[test]
+    fn bad_broker_flags_are_refused() {
+        assert!(AmqpInventory::new("http://127.0.0.1:5672", "q").is_err());
+        assert!(AmqpInventory::new("amqp://127.0.0.1:5672/%2f", "").is_err());
     }
 }

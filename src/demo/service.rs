@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::{Server, ServiceFactory, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, AUTHORIZATION};
 use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, Next};
@@ -35,16 +35,23 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Runs `service` on `listener` until the process is stopped.
 pub async fn serve(service: Service, listener: TcpListener, faults: Faults) -> std::io::Result<()> {
     let faults = web::Data::new(FaultState::new(faults));
-    let carts = web::Data::new(CartStore::default());
-    HttpServer::new(move || {
-        App::new()
-            .app_data(faults.clone())
-            .app_data(carts.clone())
+    http_server(service, listener, faults, web::Data::new(CartStore::default()))?.await
+}
+
+/// The HTTP server of `service` on `listener`, with its fault settings and
+/// carts passed in so another front (AMQP, see `demo::amqp`) can share them.
+/// It runs once awaited (or spawned) on an actix system.
+pub fn http_server(
+    service: Service,
+    listener: TcpListener,
+    faults: web::Data<FaultState>,
+    carts: web::Data<CartStore>,
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        routes(service, faults.clone(), carts.clone())
             .wrap(from_fn(fault::inject))
             // Outermost, so injected errors carry the request id too.
             .wrap(from_fn(echo_request_id))
-            .configure(|cfg| configure(service, cfg))
-            .default_service(web::to(not_found))
     })
     .workers(1)
     // A client that closes its side has given up: drop its request (this is
@@ -53,8 +60,30 @@ pub async fn serve(service: Service, listener: TcpListener, faults: Faults) -> s
     .shutdown_timeout(SHUTDOWN_GRACE_SECS)
     .client_request_timeout(Duration::from_secs(5))
     .listen(listener)?
-    .run()
-    .await
+    .run();
+    Ok(server)
+}
+
+/// The service's routes and state, without middleware: the app both the
+/// HTTP server and the AMQP front serve, so they answer alike.
+pub(crate) fn routes(
+    service: Service,
+    faults: web::Data<FaultState>,
+    carts: web::Data<CartStore>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(faults)
+        .app_data(carts)
+        .configure(|cfg| configure(service, cfg))
+        .default_service(web::to(not_found))
 }
 
 /// Routes of `service`, plus `/health` and `/_fault` which every service has.
@@ -88,7 +117,8 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> HttpResp
     HttpResponse::build(status).json(json!({ "error": code, "message": message }))
 }
 
-async fn echo_request_id(
+/// Copies the request's `X-Request-Id` onto the response.
+pub(crate) async fn echo_request_id(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {

@@ -6,6 +6,11 @@
 //! says which), then polls `GET /health` until it answers 200. A restart
 //! reuses the child's port, so a gateway configured for it finds it again.
 //!
+//! With [`AmqpInventory`] (`mosaic demo --amqp`), inventory runs as an AMQP
+//! RPC consumer (`demo-service --amqp URL --queue Q`); its port then serves
+//! `/health` and `/_fault`, and its announcement comes once its consumer is
+//! registered, so a request published right after start is routed.
+//!
 //! The health check is a hand-written HTTP/1.1 GET over a tokio `TcpStream`
 //! rather than `awc`: it keeps this API `Send` and usable from any tokio
 //! runtime, not only actix's.
@@ -64,11 +69,37 @@ pub struct ServiceInfo {
     pub port: u16,
     /// The child's process id; `None` after `kill`.
     pub pid: Option<u32>,
+    /// The queue it consumes when served over AMQP.
+    pub amqp_queue: Option<String>,
+}
+
+/// Inventory served through a broker instead of HTTP.
+#[derive(Clone)]
+pub struct AmqpInventory {
+    /// The broker URL, credentials included (passed to the child as `--amqp`).
+    pub url: String,
+    /// `host:port/vhost`, without credentials, for the banner.
+    pub broker: String,
+    /// The queue inventory declares and consumes.
+    pub queue: String,
+}
+
+impl AmqpInventory {
+    /// Checks `url` and `queue` as the child will, so a typo fails before
+    /// any process starts.
+    pub fn new(url: &str, queue: &str) -> Result<AmqpInventory, String> {
+        let options = super::amqp::AmqpOptions::new(url, queue)?;
+        Ok(AmqpInventory { url: url.to_owned(), broker: options.broker(), queue: queue.to_owned() })
+    }
 }
 
 struct Running {
     service: Service,
     port: u16,
+    /// Flags after `--listen`, kept for restarts.
+    extra: Vec<String>,
+    /// The queue, when served over AMQP.
+    amqp_queue: Option<String>,
     /// `None` once killed.
     child: Option<Child>,
 }
@@ -77,6 +108,7 @@ struct Running {
 pub struct DemoServices {
     exe: PathBuf,
     running: Vec<Running>,
+    amqp: Option<AmqpInventory>,
 }
 
 impl DemoServices {
@@ -84,14 +116,36 @@ impl DemoServices {
     /// `base_port + i` in [`Service::ALL`] order, and waits until each answers
     /// `/health`. With `base_port` 0 each service takes any free port (tests).
     pub async fn start(exe: impl Into<PathBuf>, base_port: u16) -> Result<Self, DemoError> {
+        Self::start_with(exe, base_port, None).await
+    }
+
+    /// [`DemoServices::start`], with inventory served through the broker
+    /// when `amqp` is set (its port then serves `/health` and `/_fault`).
+    pub async fn start_with(
+        exe: impl Into<PathBuf>,
+        base_port: u16,
+        amqp: Option<AmqpInventory>,
+    ) -> Result<Self, DemoError> {
         // Built up one by one so that on error, Drop kills those already started.
-        let mut services = DemoServices { exe: exe.into(), running: Vec::new() };
+        let mut services = DemoServices { exe: exe.into(), running: Vec::new(), amqp };
         for (index, service) in Service::ALL.into_iter().enumerate() {
             let port = if base_port == 0 { 0 } else { base_port.saturating_add(index as u16) };
-            let (child, port) = spawn_service(&services.exe, service, port, &[]).await?;
-            services.running.push(Running { service, port, child: Some(child) });
+            let (extra, amqp_queue) = match &services.amqp {
+                Some(amqp) if service == Service::Inventory => {
+                    let flags = ["--amqp", &amqp.url, "--queue", &amqp.queue];
+                    (flags.map(str::to_owned).to_vec(), Some(amqp.queue.clone()))
+                }
+                _ => (Vec::new(), None),
+            };
+            let (child, port) = spawn_service(&services.exe, service, port, &strs(&extra)).await?;
+            services.running.push(Running { service, port, extra, amqp_queue, child: Some(child) });
         }
         Ok(services)
+    }
+
+    /// The broker inventory is served through, when it is.
+    pub fn amqp(&self) -> Option<&AmqpInventory> {
+        self.amqp.as_ref()
     }
 
     /// Every service's name, port and pid, in port order.
@@ -102,6 +156,7 @@ impl DemoServices {
                 name: r.service.name(),
                 port: r.port,
                 pid: r.child.as_ref().and_then(Child::id),
+                amqp_queue: r.amqp_queue.clone(),
             })
             .collect()
     }
@@ -137,7 +192,8 @@ impl DemoServices {
         self.kill(name).await?;
         let exe = self.exe.clone();
         let running = self.find_mut(name)?;
-        let (child, _) = spawn_service(&exe, running.service, running.port, &[]).await?;
+        let extra = strs(&running.extra);
+        let (child, _) = spawn_service(&exe, running.service, running.port, &extra).await?;
         running.child = Some(child);
         Ok(())
     }
@@ -155,6 +211,10 @@ impl DemoServices {
             .find(|r| r.service.name() == name)
             .ok_or_else(|| DemoError::Unknown(name.to_owned()))
     }
+}
+
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
 }
 
 impl Drop for DemoServices {
