@@ -168,7 +168,12 @@ async fn a_one_way_publish_without_a_confirm_in_time_is_504() {
     let channel = connection.create_channel().await.unwrap();
     declare(&channel, &queue).await;
     let broker = support::amqp::amqp_section_at(&relay.url);
-    let gw = start_ready_gateway(&proxied_at(&broker, &format!("{{ queue = \"{queue}\", reply = false }}"), "")).await;
+    let gw = start_ready_gateway(&proxied_at(
+        &broker,
+        &format!("{{ queue = \"{queue}\", reply = false }}"),
+        "",
+    ))
+    .await;
     relay.freeze();
     let started = std::time::Instant::now();
     let answer = request(gw.addr, "POST", "/api/events", &[], Some(b"{}".to_vec())).await;

@@ -441,4 +441,38 @@ async fn demo_command_serves_inventory_through_the_broker() {
     let mut gateway = Requester::connect().await;
     let reply = gateway.call(&queue, "GET", "/inventory/42", WAIT).await.expect("a reply");
     assert_eq!(status(&reply), 200);
+
+    // The page: complete, inventory live through the broker.
+    let edge = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("curl -s http://")?.strip_suffix("/products/42 | jq"))
+        .expect("banner names the page")
+        .to_owned();
+    let page = |client: awc::Client| {
+        let url = format!("http://{edge}/products/42");
+        async move {
+            let mut res = client.get(url).send().await.unwrap();
+            let body: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
+            (res.status().as_u16(), body)
+        }
+    };
+    let (code, body) = page(client.clone()).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["_mosaic"]["complete"], true, "{body}");
+    assert_eq!(body["_mosaic"]["sections"]["inventory"]["source"], "live");
+    assert_eq!(body["inventory"]["product_id"], "42");
+
+    // Kill the inventory process: the next page is 200, inventory labelled.
+    let pid: i32 = banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("inventory "))
+        .and_then(|l| l.split("pid ").nth(1)?.split_whitespace().next()?.parse().ok())
+        .expect("banner gives inventory's pid");
+    std::process::Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (code, body) = page(client).await;
+    assert_eq!(code, 200, "{body}");
+    let inventory = &body["_mosaic"]["sections"]["inventory"];
+    assert_ne!(inventory["source"], "live", "{body}");
+    assert!(inventory["error"].is_string(), "labelled with its error: {inventory}");
 }
