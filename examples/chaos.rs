@@ -47,6 +47,10 @@ struct Cli {
     /// A `mosaic` binary to run instead of this example itself.
     #[arg(long)]
     mosaic: Option<PathBuf>,
+    /// A RabbitMQ URL: inventory is served through it, and the plan also
+    /// cuts the gateway's broker connection.
+    #[arg(long)]
+    amqp: Option<String>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -80,6 +84,7 @@ fn main() -> ExitCode {
         clients: cli.clients,
         rate: cli.rate,
         workers: cli.workers,
+        broker: cli.amqp.clone(),
     };
     let outcome = actix_rt::System::new()
         .block_on(experiment::run(options, &mut |line| eprintln!("chaos: {line}")));

@@ -323,7 +323,7 @@ fn demo_service(
         None => mosaic::demo::service::run_standalone(service, listen, faults),
         Some((url, queue)) => {
             // Dropped requests and failed replies are logged (stderr).
-            let _log = mosaic::telemetry::init_logging(log_format);
+            let _log = mosaic::telemetry::init_logging_at(log_format, "warn");
             mosaic::demo::amqp::AmqpOptions::new(&url, &queue).and_then(|options| {
                 mosaic::demo::amqp::run_standalone(service, listen, faults, options)
                     .map_err(|e| format!("demo service {service}: {e}"))

@@ -16,7 +16,7 @@ use mosaic::chaos::lab::{
     GatewayProcess, Lab, ADMIN_TOKEN, DEADLINE, PRICING_TTL, REVIEWS_BACKOFF, REVIEWS_THRESHOLD,
 };
 use mosaic::chaos::load::{self, inspect, quantile, LoadSpec, Sample};
-use mosaic::chaos::plan::{plan, Fault};
+use mosaic::chaos::plan::{plan, plan_with, Fault};
 use mosaic::chaos::report::{self, LATENCY_SLACK};
 use mosaic::chaos::{section_index, Source};
 use mosaic::demo::Service;
@@ -348,6 +348,7 @@ async fn a_short_experiment_passes_its_own_assertions() {
         clients: 16,
         rate: 60.0,
         workers: 2,
+        broker: None,
     };
     let outcome = experiment::run(options, &mut |_| {}).await.expect("experiment runs");
     assert!(outcome.events.iter().any(|e| e.what == "restart"), "{:?}", outcome.events);
@@ -355,4 +356,98 @@ async fn a_short_experiment_passes_its_own_assertions() {
     assert!(report.passed(), "{}", report.text);
     let svg = mosaic::chaos::svg::render(&outcome, &report);
     assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+}
+
+/// The broker every AMQP chaos test uses.
+const BROKER: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Inventory behind RabbitMQ, under load: its process SIGKILLed, then
+/// restarted; then the gateway's broker connection cut, then restored.
+/// Every page all along is a 200, honestly labelled, within the deadline;
+/// the inventory section is `none` while it is down and live again after
+/// each heal, without restarting the gateway.
+#[actix_rt::test]
+async fn amqp_inventory_killed_and_broker_cut_still_give_whole_pages_on_time() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lab = Lab::start_with_broker(EXE.as_ref(), dir.path(), false, 2, None, Some(BROKER))
+        .await
+        .expect("lab with a broker starts");
+    let mut lab = lab;
+    assert!(
+        until_live(&lab, "inventory", Duration::from_secs(10)).await,
+        "inventory live through the broker"
+    );
+    let epoch = Instant::now();
+    let load = load::start(lab.gateway.addr, &moderate(10), epoch);
+    let inventory = section_index(Service::Inventory);
+    sleep(Duration::from_millis(500)).await;
+
+    lab.services.kill("inventory").await.expect("kill");
+    let killed = epoch.elapsed();
+    sleep(Duration::from_secs(2)).await;
+    let dead: Vec<Sample> = load
+        .snapshot()
+        .into_iter()
+        .filter(|s| s.at >= killed + Duration::from_millis(100))
+        .collect();
+    lab.services.restart("inventory").await.expect("restart");
+    assert!(
+        until_live(&lab, "inventory", Duration::from_secs(5)).await,
+        "live again after the restart"
+    );
+
+    lab.cut_broker().expect("cut");
+    let cut = epoch.elapsed();
+    sleep(Duration::from_secs(2)).await;
+    let cut_off: Vec<Sample> =
+        load.snapshot().into_iter().filter(|s| s.at >= cut + Duration::from_millis(100)).collect();
+    lab.restore_broker().expect("restore");
+    let restored = Instant::now();
+    assert!(
+        until_live(&lab, "inventory", Duration::from_secs(8)).await,
+        "the gateway reconnects by itself"
+    );
+    let reconnect = restored.elapsed();
+    let samples = load.finish().await;
+
+    assert_whole_and_on_time(&samples, "inventory killed, broker cut");
+    for (what, window) in [("inventory killed", &dead), ("broker cut", &cut_off)] {
+        let during: Vec<&Sample> =
+            window.iter().filter(|s| s.at < cut.max(killed) + Duration::from_secs(2)).collect();
+        assert!(during.len() >= 20, "{what}: {} samples", during.len());
+        for s in during {
+            assert_eq!(s.sources[inventory], Source::None, "{what}: {s:?}");
+        }
+    }
+    assert!(reconnect < Duration::from_secs(8), "reconnected in {reconnect:?}");
+}
+
+/// A short experiment with a broker: its plan cuts the broker connection,
+/// and the run passes its own assertions.
+#[actix_rt::test]
+async fn a_short_broker_experiment_passes_its_own_assertions() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let duration = Duration::from_secs(15);
+    let seed = (0..10_000)
+        .find(|seed| {
+            plan_with(*seed, duration, true).first().is_some_and(|r| r.fault == Fault::BrokerCut)
+        })
+        .expect("some seed cuts the broker first");
+    let options = Options {
+        exe: EXE.into(),
+        out: dir.path().to_owned(),
+        duration,
+        seed,
+        clients: 16,
+        rate: 60.0,
+        workers: 2,
+        broker: Some(BROKER.into()),
+    };
+    let outcome = experiment::run(options, &mut |_| {}).await.expect("experiment runs");
+    let whats: Vec<&str> = outcome.events.iter().map(|e| e.what).collect();
+    assert!(whats.contains(&"broker-cut") && whats.contains(&"broker-back"), "{whats:?}");
+    let report = report::analyse(&outcome);
+    assert!(report.passed(), "{}", report.text);
 }

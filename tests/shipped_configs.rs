@@ -43,10 +43,17 @@ fn assert_product_page(config: &Config) {
         ]
     );
     assert_eq!(route.sections[3].forward_headers, ["authorization"]);
-    assert_eq!(config.proxies.len(), 1);
     assert_eq!(config.proxies[0].prefix, "/api/cart/");
     assert_eq!(config.proxies[0].backend, "cart");
     assert_eq!(config.proxies[0].rewrite.as_deref(), Some("/cart/"));
+    for name in SHOP {
+        assert!(config.backends.contains_key(name), "{name}");
+    }
+}
+
+/// The shop and nothing else: one proxy, the seven backends.
+fn assert_only_the_shop(config: &Config) {
+    assert_eq!(config.proxies.len(), 1);
     assert_eq!(config.backends.keys().map(String::as_str).collect::<Vec<_>>(), SHOP);
 }
 
@@ -64,12 +71,22 @@ fn reference_config_validates() {
         BreakerPolicy::SuccessRate { .. }
     ));
     assert_eq!(config.admin.token, None);
+    // The reference also shows a one-way AMQP backend behind a proxy route.
+    let broker = config.amqp.as_ref().expect("[amqp]");
+    assert_eq!(broker.broker, "127.0.0.1:5672/%2f");
+    let events = config.backends["order-events"].amqp.as_ref().expect("amqp");
+    assert_eq!(
+        (events.exchange.as_str(), events.routing_key.as_str(), events.reply),
+        ("orders", "order.placed", false)
+    );
+    assert!(config.proxies.iter().any(|p| p.backend == "order-events"));
 }
 
 #[test]
 fn demo_config_is_the_spec_shop() {
     let config = load(&manifest_path("config/demo.toml"));
     assert_product_page(&config);
+    assert_only_the_shop(&config);
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.admin.listen.to_string(), "127.0.0.1:9901");
     assert_eq!(config.routes[0].deadline, Duration::from_millis(250));

@@ -35,6 +35,9 @@ pub struct Options {
     pub rate: f64,
     /// Gateway workers.
     pub workers: usize,
+    /// A RabbitMQ URL: inventory is served through it, and the plan cuts
+    /// the gateway's connection now and then.
+    pub broker: Option<String>,
 }
 
 /// One thing the experiment did, with the time it took effect.
@@ -44,7 +47,8 @@ pub struct Event {
     pub at: Duration,
     /// The service (or backend, for a crash).
     pub service: Service,
-    /// `kill`, `restart`, `hang`, `slow`, `5xx`, `heal`, `crash`.
+    /// `kill`, `restart`, `hang`, `slow`, `5xx`, `heal`, `crash`,
+    /// `broker-cut`, `broker-back`.
     pub what: &'static str,
     /// True for the end of a fault (`restart`, `heal`): the section should
     /// turn `live` again after it.
@@ -71,9 +75,17 @@ pub struct Outcome {
 /// Runs the experiment; `progress` receives a line per step as it happens.
 /// Must run inside an actix system.
 pub async fn run(options: Options, progress: &mut dyn FnMut(String)) -> Result<Outcome, LabError> {
-    let plan = plan::plan(options.seed, options.duration);
+    let plan = plan::plan_with(options.seed, options.duration, options.broker.is_some());
     let log = options.out.join("gateway.log");
-    let mut lab = Lab::start(&options.exe, &options.out, true, options.workers, Some(&log)).await?;
+    let mut lab = Lab::start_with_broker(
+        &options.exe,
+        &options.out,
+        true,
+        options.workers,
+        Some(&log),
+        options.broker.as_deref(),
+    )
+    .await?;
     progress(format!(
         "lab up: gateway http://{} (pid {}), admin http://{}, config {}",
         lab.gateway.addr,
@@ -117,6 +129,7 @@ pub async fn run(options: Options, progress: &mut dyn FnMut(String)) -> Result<O
                 Fault::Kill => {
                     ("restart", lab.services.restart(service.name()).await.map_err(Into::into))
                 }
+                Fault::BrokerCut => ("broker-back", lab.restore_broker()),
                 _ => ("heal", lab.clear_fault(service).await),
             };
             note(&mut events, &mut control_errors, epoch, service, what, true, result);
@@ -133,6 +146,7 @@ pub async fn run(options: Options, progress: &mut dyn FnMut(String)) -> Result<O
 async fn begin(lab: &mut Lab, fault: Fault, service: Service) -> Result<(), LabError> {
     match fault {
         Fault::Kill => Ok(lab.services.kill(service.name()).await?),
+        Fault::BrokerCut => lab.cut_broker(),
         Fault::Crash => match lab.crash(service.name()).await? {
             202 => Ok(()),
             status => Err(LabError::Control(format!("crash {service}: status {status}"))),

@@ -3,6 +3,11 @@
 //! SIGKILL is a real SIGKILL. Every child is killed when its owner is dropped,
 //! panics included (`kill_on_drop`).
 //!
+//! With a broker ([`Lab::start_with_broker`]), inventory is served over AMQP
+//! (the demo's inventory consuming its own queue on the real RabbitMQ) and
+//! the gateway reaches the broker through a [`BrokerRelay`] the experiment
+//! can cut, so "the broker went away" is a fault like any other.
+//!
 //! Also the small clients the experiment and the tests need: the admin API
 //! (with its token), a service's `/_fault` and `/_stats`.
 
@@ -16,8 +21,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::parse_announcement;
+use super::relay::BrokerRelay;
 use crate::admin::chaos_hooks::CHAOS_HOOKS_ENV;
-use crate::demo::{DemoError, DemoServices, Service};
+use crate::demo::{AmqpInventory, DemoError, DemoServices, Service};
 
 /// The admin token of the generated config: the experiment calls the admin
 /// API the way an operator with a token would.
@@ -62,8 +68,22 @@ pub enum LabError {
 /// experiment round (a few seconds) is enough to open a breaker and heal:
 /// the default breaker backs off 500 ms..2 s rather than 1 s..30 s, and
 /// pricing's cache lives [`PRICING_TTL`]. Everything else is `config/demo.toml`.
-pub fn gateway_toml(services: &DemoServices, workers: usize) -> String {
+///
+/// With `broker` (the gateway's broker URL and inventory's queue), inventory
+/// is an AMQP backend on that queue.
+pub fn gateway_toml(
+    services: &DemoServices,
+    workers: usize,
+    broker: Option<(&str, &str)>,
+) -> String {
     let addr = |s: Service| services.addr(s.name()).map_or_else(String::new, |a| a.to_string());
+    let (amqp, inventory) = match broker {
+        Some((url, queue)) => (
+            format!("\n[amqp]\nurl = \"{url}\"\nconnect_timeout = \"1s\"\n"),
+            format!("amqp = {{ queue = \"{queue}\" }}"),
+        ),
+        None => (String::new(), format!("instances = [\"{}\"]", addr(Service::Inventory))),
+    };
     let ttl = PRICING_TTL.as_millis();
     let backoff = REVIEWS_BACKOFF.as_millis();
     let deadline = DEADLINE.as_millis();
@@ -76,7 +96,7 @@ workers = {workers}
 [admin]
 listen = "127.0.0.1:0"
 token = "{ADMIN_TOKEN}"
-
+{amqp}
 [defaults]
 timeout = "300ms"
 max_in_flight = 512
@@ -106,7 +126,7 @@ instances = ["{cart}"]
 instances = ["{orders}"]
 
 [backends.inventory]
-instances = ["{inventory}"]
+{inventory}
 
 [backends.recommendations]
 instances = ["{recommendations}"]
@@ -130,7 +150,6 @@ sections = [
         reviews = addr(Service::Reviews),
         cart = addr(Service::Cart),
         orders = addr(Service::Orders),
-        inventory = addr(Service::Inventory),
         recommendations = addr(Service::Recommendations),
     )
 }
@@ -215,6 +234,8 @@ pub struct Lab {
     pub gateway: GatewayProcess,
     /// The generated config file.
     pub config_path: PathBuf,
+    /// The relay between the gateway and the broker, with a broker.
+    pub broker: Option<BrokerRelay>,
 }
 
 impl Lab {
@@ -227,13 +248,68 @@ impl Lab {
         workers: usize,
         log: Option<&Path>,
     ) -> Result<Lab, LabError> {
-        let services = DemoServices::start(exe, 0).await?;
+        Self::start_with_broker(exe, dir, hooks, workers, log, None).await
+    }
+
+    /// [`Lab::start`]; with `broker_url`, inventory is served through that
+    /// broker and the gateway reaches it through a relay ([`Lab::cut_broker`]).
+    pub async fn start_with_broker(
+        exe: &Path,
+        dir: &Path,
+        hooks: bool,
+        workers: usize,
+        log: Option<&Path>,
+        broker_url: Option<&str>,
+    ) -> Result<Lab, LabError> {
+        let (services, broker, gateway_url, queue) = match broker_url {
+            None => (DemoServices::start(exe, 0).await?, None, String::new(), String::new()),
+            Some(url) => {
+                let queue = format!(
+                    "mosaic-chaos.inventory.{}.{:08x}",
+                    std::process::id(),
+                    fastrand::u32(..)
+                );
+                let inventory = AmqpInventory::new(url, &queue).map_err(LabError::Gateway)?;
+                let (relay, relayed) = relay_to(url).await?;
+                (
+                    DemoServices::start_with(exe, 0, Some(inventory)).await?,
+                    Some(relay),
+                    relayed,
+                    queue,
+                )
+            }
+        };
+        let toml = gateway_toml(
+            &services,
+            workers,
+            broker.as_ref().map(|_| (gateway_url.as_str(), queue.as_str())),
+        );
         let config_path = dir.join("chaos-gateway.toml");
         std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&config_path, gateway_toml(&services, workers)))
+            .and_then(|()| std::fs::write(&config_path, toml))
             .map_err(|source| LabError::Io { path: config_path.clone(), source })?;
         let gateway = GatewayProcess::start(exe, &config_path, hooks, log).await?;
-        Ok(Lab { services, gateway, config_path })
+        Ok(Lab { services, gateway, config_path, broker })
+    }
+
+    /// Cuts the gateway's broker connection (and refuses new ones).
+    pub fn cut_broker(&self) -> Result<(), LabError> {
+        let relay = self
+            .broker
+            .as_ref()
+            .ok_or_else(|| LabError::Control("no broker in this lab".into()))?;
+        relay.cut();
+        Ok(())
+    }
+
+    /// Lets the gateway reach the broker again.
+    pub fn restore_broker(&self) -> Result<(), LabError> {
+        let relay = self
+            .broker
+            .as_ref()
+            .ok_or_else(|| LabError::Control("no broker in this lab".into()))?;
+        relay.restore();
+        Ok(())
     }
 
     /// `GET /admin/backends`: the `backends` array.
@@ -315,4 +391,24 @@ pub async fn call(
     let bytes =
         res.body().await.map_err(|e| LabError::Control(format!("{method} {url}: body: {e}")))?;
     Ok((res.status().as_u16(), serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+}
+
+/// A relay to the broker of `url`, and `url` pointed at the relay.
+async fn relay_to(url: &str) -> Result<(BrokerRelay, String), LabError> {
+    let bad = |why: String| LabError::Gateway(format!("broker URL: {why}"));
+    let uri = crate::config::parse_amqp_uri(url).map_err(bad)?;
+    let broker = tokio::net::lookup_host((uri.authority.host.as_str(), uri.authority.port))
+        .await
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| bad(format!("cannot resolve {}", uri.authority.host)))?;
+    let relay = BrokerRelay::start(broker)
+        .await
+        .map_err(|source| LabError::Io { path: "relay".into(), source })?;
+    let mut relayed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
+    relayed
+        .set_ip_host(relay.addr.ip())
+        .and_then(|()| relayed.set_port(Some(relay.addr.port())))
+        .map_err(|()| bad("cannot point it at the relay".into()))?;
+    Ok((relay, relayed.to_string()))
 }

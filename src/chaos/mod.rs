@@ -7,6 +7,7 @@
 //! - [`load`]: the load generator and the per-response honesty check.
 //! - [`watch`]: polls `/admin/backends` and records breaker transitions.
 //! - [`plan`]: the seeded schedule of faults.
+//! - [`relay`]: a TCP relay to RabbitMQ the experiment can cut.
 //! - [`experiment`]: runs a plan under load and collects everything.
 //! - [`report`]: summary, per-second timeline, recovery times, assertions.
 //! - [`svg`]: the same timeline as an SVG chart.
@@ -24,6 +25,7 @@ pub mod experiment;
 pub mod lab;
 pub mod load;
 pub mod plan;
+pub mod relay;
 pub mod report;
 pub mod svg;
 pub mod watch;

@@ -37,6 +37,9 @@ pub enum Fault {
     Errors,
     /// Panic the gateway's backend actor (the admin hook); instantaneous.
     Crash,
+    /// Cut the gateway's connection to RabbitMQ (labs with a broker only;
+    /// its victim is the AMQP inventory, whose section it breaks).
+    BrokerCut,
 }
 
 impl Fault {
@@ -46,7 +49,7 @@ impl Fault {
             Fault::Hang => Some(serde_json::json!({ "hang": true })),
             Fault::Slow => Some(serde_json::json!({ "latency_ms": 150, "jitter_ms": 120 })),
             Fault::Errors => Some(serde_json::json!({ "error_rate": 1.0 })),
-            Fault::Kill | Fault::Crash => None,
+            Fault::Kill | Fault::Crash | Fault::BrokerCut => None,
         }
     }
 
@@ -58,6 +61,7 @@ impl Fault {
             Fault::Slow => "slow",
             Fault::Errors => "5xx",
             Fault::Crash => "crash",
+            Fault::BrokerCut => "broker-cut",
         }
     }
 }
@@ -92,7 +96,15 @@ impl fmt::Display for Round {
 /// The plan for a run of `duration` with `seed`: the same inputs always
 /// give the same rounds.
 pub fn plan(seed: u64, duration: Duration) -> Vec<Round> {
+    plan_with(seed, duration, false)
+}
+
+/// [`plan`]; with `broker`, also rounds that cut the gateway's broker
+/// connection (about one in five, drawn after the others so that a seed's
+/// other rounds stay as [`plan`] draws them where it can).
+pub fn plan_with(seed: u64, duration: Duration, broker: bool) -> Vec<Round> {
     let mut rng = fastrand::Rng::with_seed(seed);
+    let mut broker_rng = fastrand::Rng::with_seed(seed ^ 0xb40c_e7c0_7);
     let mut rounds = Vec::new();
     let mut at = WARM_UP;
     // Bounded by time and, for safety, by count.
@@ -113,6 +125,16 @@ pub fn plan(seed: u64, duration: Duration) -> Vec<Round> {
             break;
         }
         let first = VICTIMS[rng.usize(..VICTIMS.len())];
+        if broker && broker_rng.u32(0..5) == 0 {
+            rounds.push(Round {
+                start: at,
+                length,
+                fault: Fault::BrokerCut,
+                services: vec![Service::Inventory],
+            });
+            at += length.max(Duration::from_secs(2)) + recovery;
+            continue;
+        }
         let mut services = vec![first];
         // Now and then two services die together.
         if fault == Fault::Kill && rng.u32(0..4) == 0 {
@@ -145,5 +167,11 @@ mod tests {
             assert!(!round.services.contains(&Service::Catalog));
         }
         assert!(plan(1, Duration::from_secs(5)).is_empty());
+        assert!(a.iter().all(|r| r.fault != Fault::BrokerCut), "no broker, no cut");
+        let with_broker = plan_with(7, Duration::from_secs(120), true);
+        assert_eq!(with_broker, plan_with(7, Duration::from_secs(120), true));
+        let cuts: Vec<_> = with_broker.iter().filter(|r| r.fault == Fault::BrokerCut).collect();
+        assert!(!cuts.is_empty(), "{with_broker:?}");
+        assert!(cuts.iter().all(|r| r.services == [Service::Inventory] && !r.length.is_zero()));
     }
 }

@@ -44,8 +44,14 @@ impl FromStr for LogFormat {
 /// Installs the global subscriber. Keep the guard alive until exit: dropping
 /// it flushes what is buffered.
 pub fn init_logging(format: LogFormat) -> Option<WorkerGuard> {
+    init_logging_at(format, "info")
+}
+
+/// [`init_logging`] with another filter than `info` when `RUST_LOG` is
+/// unset (a demo service logs only what went wrong).
+pub fn init_logging_at(format: LogFormat, default_filter: &str) -> Option<WorkerGuard> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let (writer, guard) = NonBlockingBuilder::default()
         .buffered_lines_limit(LOG_BUFFER_LINES)
         .lossy(true)
