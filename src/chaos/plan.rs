@@ -104,7 +104,7 @@ pub fn plan(seed: u64, duration: Duration) -> Vec<Round> {
 /// other rounds stay as [`plan`] draws them where it can).
 pub fn plan_with(seed: u64, duration: Duration, broker: bool) -> Vec<Round> {
     let mut rng = fastrand::Rng::with_seed(seed);
-    let mut broker_rng = fastrand::Rng::with_seed(seed ^ 0xb40c_e7c0_7);
+    let mut broker_rng = fastrand::Rng::with_seed(seed ^ 0x000b_40ce_7c07);
     let mut rounds = Vec::new();
     let mut at = WARM_UP;
     // Bounded by time and, for safety, by count.
