@@ -355,3 +355,46 @@ async fn a_broker_that_stops_answering_never_holds_a_page_past_its_deadline() {
     relay.restore();
     gw.stop(false).await;
 }
+
+#[actix_rt::test]
+async fn a_reload_keeps_an_unchanged_broker_and_moves_to_a_new_one() {
+    let queue = unique("reload");
+    let _service = AmqpService::start(&queue, AmqpAnswer::ok(r#"{"stock":9}"#));
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
+    let (gw, file) = start_gateway_from_file(&shop(&queue, &product.address(), "")).await;
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    while get(gw.admin_addr, "/readyz").await.status != 200 {
+        assert!(std::time::Instant::now() < until, "ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(inventory(&gw).await.1["source"], "live");
+    // Unchanged: the same connection goes on serving.
+    let reload = admin(gw.admin_addr, "POST", "/admin/reload", None, None).await;
+    assert_eq!(reload.status, 200, "{}", String::from_utf8_lossy(&reload.body));
+    assert_eq!(inventory(&gw).await.1["source"], "live", "nothing to reconnect");
+    // A new broker address: a new connection, and the old one's cut no
+    // longer matters.
+    let relay = support::amqp::BrokerRelay::start();
+    let moved =
+        shop_at(&support::amqp::amqp_section_at(&relay.url), &queue, &product.address(), "");
+    std::fs::write(file.path(), moved).unwrap();
+    let reload = admin(gw.admin_addr, "POST", "/admin/reload", None, None).await;
+    assert_eq!(reload.status, 200, "{}", String::from_utf8_lossy(&reload.body));
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, meta, body) = inventory(&gw).await;
+        if meta["source"] == "live" {
+            assert_eq!(body["stock"], 9);
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "live through the new broker: {meta}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.cut();
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while inventory(&gw).await.1["error"] != "connect" {
+        assert!(std::time::Instant::now() < until, "the page now goes through the relay");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.stop(false).await;
+}
