@@ -398,3 +398,32 @@ async fn a_reload_keeps_an_unchanged_broker_and_moves_to_a_new_one() {
     }
     gw.stop(false).await;
 }
+
+#[actix_rt::test]
+async fn a_restarted_backend_actor_reopens_its_channel() {
+    use mosaic::backend::actor::Crash;
+    let queue = unique("crash");
+    let _service = AmqpService::start(&queue, AmqpAnswer::ok(r#"{"stock":6}"#));
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
+    let gw = start_ready_gateway(&shop(&queue, &product.address(), "")).await;
+    assert_eq!(inventory(&gw).await.1["source"], "live");
+    let handle = gw.gateway().backend("inventory").expect("backend");
+    let _ = handle.actor.send(Crash).await;
+    // While it restarts the old channel is not used (no call waits for
+    // replies nobody reads): `connect` at once, then live on the new one.
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let started = std::time::Instant::now();
+        let (_, meta, _) = inventory(&gw).await;
+        assert_ne!(meta["error"], "timeout", "{meta}");
+        assert!(started.elapsed() < Duration::from_millis(150));
+        if meta["source"] == "live"
+            && handle.restarts.load(std::sync::atomic::Ordering::Relaxed) == 1
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < until, "live again after the restart: {meta}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    gw.stop(false).await;
+}

@@ -161,10 +161,11 @@ impl AmqpLink {
                     failures = 0;
                     let open = Arc::new(open);
                     self.open.store(Some(open.clone()));
+                    // Also when this future is dropped (the actor restarts
+                    // or stops): nobody would read its replies any more.
+                    let _in_use = InUse { link: &self, open: &open };
                     tracing::debug!(backend = %self.backend, "AMQP channel open");
                     let why = self.dispatch(consumer, &open.replies, &mut connections).await;
-                    self.open.store(None);
-                    open.replies.close();
                     tracing::warn!(backend = %self.backend, reason = why, "AMQP channel closed; reopening");
                 }
                 Err(error) => {
@@ -204,6 +205,24 @@ impl AmqpLink {
                 }
             }
         }
+    }
+}
+
+/// A channel in use by the link: when it ends, calls stop using it and
+/// the calls waiting on it end at once (`connect`).
+struct InUse<'a> {
+    link: &'a AmqpLink,
+    open: &'a Arc<OpenChannel>,
+}
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        // Only if it is still the link's channel (a newer one is left alone).
+        let current = self.link.open.load();
+        if current.as_ref().is_some_and(|c| Arc::ptr_eq(c, self.open)) {
+            self.link.open.store(None);
+        }
+        self.open.replies.close();
     }
 }
 
