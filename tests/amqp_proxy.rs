@@ -162,7 +162,7 @@ async fn a_header_name_amqp_cannot_carry_is_refused_before_anything_is_published
 
 #[actix_rt::test]
 async fn a_one_way_publish_without_a_confirm_in_time_is_504() {
-    let relay = support::amqp::BrokerRelay::start();
+    let relay = support::amqp::BrokerRelay::start().await;
     let queue = unique("noconfirm");
     let connection = connect().await;
     let channel = connection.create_channel().await.unwrap();

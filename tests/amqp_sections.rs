@@ -165,7 +165,7 @@ async fn each_error_kind_of_an_amqp_section() {
 
 #[actix_rt::test]
 async fn a_cut_broker_connection_is_connect_at_once_and_calls_work_again_after() {
-    let relay = support::amqp::BrokerRelay::start();
+    let relay = support::amqp::BrokerRelay::start().await;
     let queue = unique("cut");
     let _service = AmqpService::start(&queue, AmqpAnswer::ok(r#"{"stock":1}"#));
     let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
@@ -271,7 +271,7 @@ async fn a_late_reply_is_dropped_counted_and_never_answers_another_call() {
     });
     let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
     // Its own broker address, so its own counter (tests share a process).
-    let relay = support::amqp::BrokerRelay::start();
+    let relay = support::amqp::BrokerRelay::start().await;
     let amqp = support::amqp::amqp_section_at(&relay.url);
     let gw = start_ready_gateway(&shop_at(&amqp, &queue, &product.address(), "")).await;
     let port = relay.port();
@@ -337,7 +337,7 @@ async fn a_timed_out_get_is_retried_with_a_new_correlation_id() {
 
 #[actix_rt::test]
 async fn a_broker_that_stops_answering_never_holds_a_page_past_its_deadline() {
-    let relay = support::amqp::BrokerRelay::start();
+    let relay = support::amqp::BrokerRelay::start().await;
     let queue = unique("frozen");
     let _service = AmqpService::start(&queue, AmqpAnswer::ok(r#"{"stock":1}"#));
     let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
@@ -374,7 +374,7 @@ async fn a_reload_keeps_an_unchanged_broker_and_moves_to_a_new_one() {
     assert_eq!(inventory(&gw).await.1["source"], "live", "nothing to reconnect");
     // A new broker address: a new connection, and the old one's cut no
     // longer matters.
-    let relay = support::amqp::BrokerRelay::start();
+    let relay = support::amqp::BrokerRelay::start().await;
     let moved =
         shop_at(&support::amqp::amqp_section_at(&relay.url), &queue, &product.address(), "");
     std::fs::write(file.path(), moved).unwrap();

@@ -2,7 +2,8 @@
 //! cut: the broker going away as the gateway sees it (its connection
 //! closed, new ones refused) while the broker itself, and the services
 //! connected to it directly, carry on. `restore` lets connections through
-//! again, and the gateway must reconnect on its own.
+//! again, and the gateway must reconnect on its own. `freeze` keeps the
+//! connections open but holds every byte: a broker that stopped answering.
 //!
 //! Bytes are copied as they are; nothing here reads AMQP.
 
@@ -24,6 +25,7 @@ pub struct BrokerRelay {
     /// Where the gateway connects.
     pub addr: SocketAddr,
     open: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
     cuts: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -34,9 +36,11 @@ impl BrokerRelay {
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let open = Arc::new(AtomicBool::new(true));
+        let frozen = Arc::new(AtomicBool::new(false));
         let cuts = Arc::new(AtomicU64::new(0));
-        let task = tokio::spawn(accept(listener, broker, open.clone(), cuts.clone()));
-        Ok(BrokerRelay { addr, open, cuts, task })
+        let state = Shared { open: open.clone(), frozen: frozen.clone(), cuts: cuts.clone() };
+        let task = tokio::spawn(accept(listener, broker, state));
+        Ok(BrokerRelay { addr, open, frozen, cuts, task })
     }
 
     /// Closes every relayed connection and refuses new ones.
@@ -45,10 +49,24 @@ impl BrokerRelay {
         self.cuts.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// Relays again.
+    /// Relays again (and thaws).
     pub fn restore(&self) {
         self.open.store(true, Ordering::SeqCst);
+        self.frozen.store(false, Ordering::SeqCst);
     }
+
+    /// Holds every byte in both directions, connections kept open.
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+}
+
+/// What the relay's tasks share with its handle.
+#[derive(Clone)]
+struct Shared {
+    open: Arc<AtomicBool>,
+    frozen: Arc<AtomicBool>,
+    cuts: Arc<AtomicU64>,
 }
 
 impl Drop for BrokerRelay {
@@ -58,35 +76,55 @@ impl Drop for BrokerRelay {
     }
 }
 
-async fn accept(
-    listener: TcpListener,
-    broker: SocketAddr,
-    open: Arc<AtomicBool>,
-    cuts: Arc<AtomicU64>,
-) {
+async fn accept(listener: TcpListener, broker: SocketAddr, state: Shared) {
     loop {
         let Ok((client, _)) = listener.accept().await else { continue };
-        if !open.load(Ordering::SeqCst) {
+        if !state.open.load(Ordering::SeqCst) {
             continue; // dropped: refused
         }
-        tokio::spawn(relay(client, broker, cuts.clone()));
+        tokio::spawn(relay(client, broker, state.clone()));
     }
 }
 
-async fn relay(mut client: TcpStream, broker: SocketAddr, cuts: Arc<AtomicU64>) {
-    let born = cuts.load(Ordering::SeqCst);
+async fn relay(mut client: TcpStream, broker: SocketAddr, state: Shared) {
+    let born = state.cuts.load(Ordering::SeqCst);
     let Ok(Ok(mut upstream)) =
         tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(broker)).await
     else {
         return;
     };
     let cut = async {
-        while cuts.load(Ordering::SeqCst) == born {
+        while state.cuts.load(Ordering::SeqCst) == born {
             tokio::time::sleep(CUT_CHECK).await;
         }
     };
+    let (client_read, client_write) = client.split();
+    let (broker_read, broker_write) = upstream.split();
     tokio::select! {
-        _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+        _ = pump(client_read, broker_write, &state.frozen) => {}
+        _ = pump(broker_read, client_write, &state.frozen) => {}
         _ = cut => {}
+    }
+}
+
+/// Copies `from` to `to`, holding each chunk while the relay is frozen.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    frozen: &AtomicBool,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while frozen.load(Ordering::SeqCst) {
+            tokio::time::sleep(CUT_CHECK).await;
+        }
+        if to.write_all(&buffer[..n]).await.is_err() {
+            return;
+        }
     }
 }

@@ -301,120 +301,39 @@ fn read(properties: &BasicProperties, body: Vec<u8>) -> AmqpRequest {
     }
 }
 
-/// A TCP relay in front of the broker that a test can cut: every relayed
-/// connection is closed and new ones are refused until it is restored
-/// (the broker going away, as the gateway sees it).
+/// The chaos experiment's relay in front of the broker (cut, freeze,
+/// restore), with the URL and metrics label a test needs.
 pub struct BrokerRelay {
     /// `amqp://` URL through the relay.
     pub url: String,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    frozen: Arc<std::sync::atomic::AtomicBool>,
-    generation: Arc<std::sync::atomic::AtomicUsize>,
-    _thread: std::thread::JoinHandle<()>,
+    relay: mosaic::chaos::relay::BrokerRelay,
 }
 
 impl BrokerRelay {
-    /// Starts relaying to 127.0.0.1:5672.
-    pub fn start() -> BrokerRelay {
-        use std::sync::atomic::AtomicBool;
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind relay");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let port = listener.local_addr().expect("addr").port();
-        let up = Arc::new(AtomicBool::new(true));
-        let frozen = Arc::new(AtomicBool::new(false));
-        let generation = Arc::new(AtomicUsize::new(0));
-        let (u, f, g) = (up.clone(), frozen.clone(), generation.clone());
-        let thread = std::thread::spawn(move || {
-            let rt =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-            rt.block_on(relay(listener, u, f, g));
-        });
-        BrokerRelay {
-            url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
-            up,
-            frozen,
-            generation,
-            _thread: thread,
-        }
+    /// Starts relaying to 127.0.0.1:5672 (on the calling test's runtime).
+    pub async fn start() -> BrokerRelay {
+        let broker = "127.0.0.1:5672".parse().expect("address");
+        let relay = mosaic::chaos::relay::BrokerRelay::start(broker).await.expect("relay");
+        BrokerRelay { url: format!("amqp://guest:guest@{}/%2f", relay.addr), relay }
     }
 
     /// Closes every relayed connection and refuses new ones.
     pub fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.relay.cut();
     }
 
-    /// Accepts and relays again (and thaws).
+    /// Relays again.
     pub fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-        self.frozen.store(false, Ordering::SeqCst);
+        self.relay.restore();
     }
 
-    /// Keeps every connection open but relays nothing: a broker that
-    /// stopped answering.
+    /// Holds every byte: a broker that stopped answering.
     pub fn freeze(&self) {
-        self.frozen.store(true, Ordering::SeqCst);
+        self.relay.freeze();
     }
 
     /// The port the gateway sees the broker on (its metrics label).
     pub fn port(&self) -> String {
-        self.url.rsplit(':').next().and_then(|p| p.split('/').next()).unwrap_or_default().into()
-    }
-}
-
-async fn relay(
-    listener: std::net::TcpListener,
-    up: Arc<std::sync::atomic::AtomicBool>,
-    frozen: Arc<std::sync::atomic::AtomicBool>,
-    generation: Arc<AtomicUsize>,
-) {
-    let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
-    loop {
-        let Ok((mut client, _)) = listener.accept().await else { continue };
-        if !up.load(Ordering::SeqCst) {
-            drop(client);
-            continue;
-        }
-        let born = generation.load(Ordering::SeqCst);
-        let (generation, frozen) = (generation.clone(), frozen.clone());
-        tokio::spawn(async move {
-            let Ok(broker) = tokio::net::TcpStream::connect("127.0.0.1:5672").await else {
-                return;
-            };
-            let cut = async {
-                while generation.load(Ordering::SeqCst) == born {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            };
-            let (client_read, client_write) = client.split();
-            let (broker_read, broker_write) = tokio::io::split(broker);
-            tokio::select! {
-                _ = pump(client_read, broker_write, &frozen) => {}
-                _ = pump(broker_read, client_write, &frozen) => {}
-                _ = cut => {}
-            }
-        });
-    }
-}
-
-/// Copies `from` to `to`, holding each chunk while the relay is frozen.
-async fn pump(
-    mut from: impl tokio::io::AsyncRead + Unpin,
-    mut to: impl tokio::io::AsyncWrite + Unpin,
-    frozen: &std::sync::atomic::AtomicBool,
-) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut buffer = vec![0u8; 64 * 1024];
-    loop {
-        let n = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        while frozen.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        if to.write_all(&buffer[..n]).await.is_err() {
-            return;
-        }
+        self.relay.addr.port().to_string()
     }
 }
