@@ -126,13 +126,14 @@ pub fn plan_with(seed: u64, duration: Duration, broker: bool) -> Vec<Round> {
         }
         let first = VICTIMS[rng.usize(..VICTIMS.len())];
         if broker && broker_rng.u32(0..5) == 0 {
-            rounds.push(Round {
-                start: at,
-                length,
-                fault: Fault::BrokerCut,
-                services: vec![Service::Inventory],
-            });
-            at += length.max(Duration::from_secs(2)) + recovery;
+            // In place of the round drawn above (a crash one lasts 2 s).
+            let length = length.max(Duration::from_secs(2));
+            if at + length + recovery + COOL_DOWN > duration {
+                break;
+            }
+            let services = vec![Service::Inventory];
+            rounds.push(Round { start: at, length, fault: Fault::BrokerCut, services });
+            at += length + recovery;
             continue;
         }
         let mut services = vec![first];
