@@ -250,6 +250,7 @@ fn demo(args: DemoArgs, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
         }
     };
     let base_port = args.base_port;
+    let through_broker = amqp.is_some();
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -281,10 +282,13 @@ fn demo(args: DemoArgs, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
                 return Err(e.to_string());
             }
         };
-        if registered.is_some()
+        // Through Consul or the broker, the gateway needs a moment before it
+        // can reach every service: the banner waits for it (bounded), so a
+        // `curl` right after it sees the whole page.
+        if (registered.is_some() || through_broker)
             && !mosaic::demo::consul::wait_until_discovered(gateway.gateway()).await
         {
-            eprintln!("mosaic demo: not every service discovered through Consul yet; see /readyz");
+            eprintln!("mosaic demo: not every service reachable yet; see /readyz");
         }
         println!("{}", mosaic::demo::banner(gateway.addr, gateway.admin_addr, &services));
         mosaic::gateway::shutdown_signal().await;

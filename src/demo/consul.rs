@@ -128,8 +128,9 @@ pub async fn register_and_discover(
     Ok(registered)
 }
 
-/// Waits (at most [`DISCOVERY_TIMEOUT`]) until every backend has an
-/// instance; false if that did not happen in time.
+/// Waits (at most [`DISCOVERY_TIMEOUT`]) until the gateway is ready: every
+/// backend has an instance (and a channel, behind a broker); false if that
+/// did not happen in time.
 pub async fn wait_until_discovered(gateway: &Gateway) -> bool {
     let until = tokio::time::Instant::now() + DISCOVERY_TIMEOUT;
     while !gateway.runtime().ready() {
