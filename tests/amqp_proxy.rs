@@ -182,3 +182,20 @@ async fn a_one_way_publish_without_a_confirm_in_time_is_504() {
     relay.restore();
     gw.stop(false).await;
 }
+
+#[actix_rt::test]
+async fn a_client_header_named_path_or_method_never_passes_for_mosaics() {
+    let queue = unique("spoof");
+    let service = AmqpService::start(&queue, AmqpAnswer::ok("{}"));
+    let gw = start_ready_gateway(&proxied(&format!("{{ queue = \"{queue}\" }}"), "")).await;
+    let raw_request =
+        b"GET /api/items HTTP/1.1\r\nHost: gw\r\nPath: /admin/drop\r\nMethod: DELETE\r\n\
+Accept: a/b\r\nAccept: c/d\r\nConnection: close\r\n\r\n";
+    let answer = raw(gw.addr, raw_request, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let received = &service.requests()[0];
+    assert_eq!(received.header("path"), Some("/v1/items"), "the route's path, not the client's");
+    assert_eq!(received.header("method"), Some("GET"));
+    assert_eq!(received.header("accept"), Some("a/b, c/d"), "repeats joined, none lost");
+    gw.stop(false).await;
+}

@@ -20,6 +20,12 @@ use lapin::BasicProperties;
 /// consumer of this pseudo-queue; no reply queue is declared.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
+/// Longest name in a `headers` table (an AMQP short string).
+const MAX_NAME: usize = 255;
+
+/// Table entries mosaic sets itself; a forwarded header never takes them.
+const RESERVED: [&str; 2] = ["method", "path"];
+
 /// One request, as the call builds it.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -43,16 +49,40 @@ pub struct Request<'a> {
 pub struct NameTooLong;
 
 impl Request<'_> {
-    /// The `headers` table.
+    /// The `headers` table. `method` and `path` are mosaic's: a forwarded
+    /// header of either name is left out, never taken for them. A header
+    /// sent more than once becomes one entry, its values joined by ", "
+    /// (as HTTP allows), since a table holds one value per name.
     pub fn table(&self) -> Result<FieldTable, NameTooLong> {
+        self.check()?;
+        let mut joined: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+        for (name, value) in &self.headers {
+            let name = name.to_ascii_lowercase();
+            if RESERVED.contains(&name.as_str()) {
+                continue;
+            }
+            let entry = joined.entry(name).or_default();
+            if !entry.is_empty() {
+                entry.extend_from_slice(b", ");
+            }
+            entry.extend_from_slice(value);
+        }
         let mut table = FieldTable::default();
+        for (name, value) in joined {
+            table.insert(ShortString::try_new(name).map_err(|_| NameTooLong)?, long(&value));
+        }
         table.insert("method".into(), long(self.method.as_bytes()));
         table.insert("path".into(), long(self.path.as_bytes()));
-        for (name, value) in &self.headers {
-            let name = ShortString::try_new(name.to_ascii_lowercase()).map_err(|_| NameTooLong)?;
-            table.insert(name, long(value));
-        }
         Ok(table)
+    }
+
+    /// Whether every header can be carried (its name fits a short string),
+    /// without building the table.
+    pub fn check(&self) -> Result<(), NameTooLong> {
+        if self.headers.iter().any(|(name, _)| name.len() > MAX_NAME) {
+            return Err(NameTooLong);
+        }
+        Ok(())
     }
 
     /// The properties of a request/reply call with `correlation_id`, which
@@ -186,6 +216,20 @@ mod tests {
         let one_way = request.one_way_properties().unwrap();
         assert_eq!(*one_way.delivery_mode(), Some(2));
         assert!(one_way.reply_to().is_none() && one_way.expiration().is_none());
+    }
+
+    #[test]
+    fn forwarded_headers_never_take_mosaics_entries_and_repeats_are_joined() {
+        let request = request(vec![
+            ("Path", b"/admin"),
+            ("method", b"DELETE"),
+            ("accept", b"a/b"),
+            ("Accept", b"c/d"),
+        ]);
+        let table = request.table().unwrap();
+        assert_eq!(string(&table, "path").as_deref(), Some(&b"/inventory/42?x=1"[..]));
+        assert_eq!(string(&table, "method").as_deref(), Some(&b"GET"[..]));
+        assert_eq!(string(&table, "accept").as_deref(), Some(&b"a/b, c/d"[..]));
     }
 
     #[test]

@@ -63,7 +63,7 @@ pub(super) async fn forward(
             .flatten(),
         body,
     };
-    if message.table().is_err() {
+    if message.check().is_err() {
         return error_response(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "header_too_large",
