@@ -86,7 +86,7 @@ fn state_access(c: &mut Criterion) {
     for (name, cross) in [("actor_same_arbiter", false), ("actor_cross_arbiter", true)] {
         group.bench_function(name, move |b| {
             b.iter_custom(|iters| {
-                let (_, control) = Backend::new(backend_config(), 1 << 20, None, None);
+                let (_, control) = Backend::new(backend_config(), 1 << 20, None, None, None);
                 System::new().block_on(async move {
                     let restarts = Arc::new(AtomicU64::new(0));
                     let arbiter = Arbiter::new();
@@ -136,6 +136,7 @@ fn page(c: &mut Criterion) {
             ))),
             error: None,
             age: None,
+            tier: None,
             elapsed: Duration::from_millis(3),
         })
         .collect();
@@ -313,6 +314,7 @@ fn cache_lookup(c: &mut Criterion) {
         ttl: Duration::from_secs(3600),
         stale_if_error: Duration::from_secs(3600),
         max_entries: 10_000,
+        shared: false,
     });
     let body = Bytes::from_static(br#"{"product_id":"42","amount":14999,"currency":"EUR"}"#);
     let key = |id: u32| -> Arc<[u8]> { format!("/prices/{id}").into_bytes().into() };

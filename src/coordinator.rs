@@ -17,9 +17,12 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use futures_util::future::{maybe_done, MaybeDone};
 use tokio::time::Instant;
 
+use std::sync::Arc;
+
+use crate::backend::cache::CachedResponse;
 use crate::backend::{CacheStep, CallSpec, FetchError, Network, Transport};
 use crate::gateway::runtime::{RouteRuntime, SectionRuntime};
-use crate::page::{self, Page, SectionReply, Source};
+use crate::page::{self, Page, SectionReply, Source, Tier};
 use crate::template::Params;
 
 /// Composes a page for a matched route. `per_request` headers (request id,
@@ -55,6 +58,9 @@ pub async fn compose_via<T: Transport>(
     // every one already in it.
     let mut waiting = Vec::with_capacity(route.sections.len());
     let mut calls = Vec::with_capacity(route.sections.len());
+    // Sections that ask the shared tier first (none without `[redis]`: an
+    // empty list does not allocate).
+    let mut asks = Vec::new();
     for section in &route.sections {
         let spec = call_spec(section, params, request_headers, per_request);
         match section.backend.consult_cache(&spec, asked) {
@@ -66,12 +72,35 @@ pub async fn compose_via<T: Transport>(
                 ));
                 replies.push(None);
             }
+            CacheStep::AskShared { stale } => {
+                asks.push(SharedAsk { slot: replies.len(), section, spec, stale });
+                replies.push(None);
+            }
         }
     }
-    let answers = join_until(calls.into_iter(), deadline).await;
+    let answers = if asks.is_empty() {
+        join_until(calls.into_iter(), deadline).await
+    } else {
+        // The shared tier's round trip delays only the sections that wait
+        // for it; the others are called meanwhile.
+        let (answers, shared) = futures_util::future::join(
+            join_until(calls.into_iter(), deadline),
+            shared_sections(asks, asked, deadline, transport),
+        )
+        .await;
+        for (slot, reply) in shared {
+            replies[slot] = Some(reply);
+        }
+        answers
+    };
     for ((slot, section, key), answer) in waiting.into_iter().zip(answers) {
         replies[slot] = Some(answer.unwrap_or_else(|| {
-            section.backend.fallback_for_key(FetchError::Deadline, key.as_deref(), asked.elapsed())
+            section.backend.fallback_for_key(
+                FetchError::Deadline,
+                key.as_deref(),
+                None,
+                asked.elapsed(),
+            )
         }));
     }
     // Every slot is filled: served from cache, answered, or cut.
@@ -83,6 +112,77 @@ pub async fn compose_via<T: Transport>(
     }
     let page = page::assemble(&route.labels, &replies, arrived.elapsed());
     (page, replies)
+}
+
+/// A section whose backend looks in the shared tier before it calls.
+struct SharedAsk<'r> {
+    slot: usize,
+    section: &'r SectionRuntime,
+    spec: CallSpec,
+    /// Its local stale entry, if any.
+    stale: Option<Arc<CachedResponse>>,
+}
+
+/// The sections that ask the shared tier: one `MGET` for all of them (one
+/// round trip per page, not per section), then the calls of those it could
+/// not answer fresh, each cut at the deadline like any other. The replies
+/// with their slots.
+async fn shared_sections<T: Transport>(
+    asks: Vec<SharedAsk<'_>>,
+    asked: Instant,
+    deadline: Instant,
+    transport: &T,
+) -> Vec<(usize, SectionReply)> {
+    // Every backend of one runtime has the same tier (`Runtime::build`); a
+    // section whose tier were another's would skip the lookup, not ask the
+    // wrong Redis.
+    let tier = asks.iter().find_map(|a| a.section.backend.shared()).map(|s| s.tier().clone());
+    let keys: Vec<Vec<u8>> = asks
+        .iter()
+        .map(|ask| match (ask.section.backend.shared(), &ask.spec.cache_key, &tier) {
+            (Some(slot), Some(key), Some(tier)) if Arc::ptr_eq(slot.tier(), tier) => slot.key(key),
+            _ => Vec::new(),
+        })
+        .collect();
+    let asked_keys: Vec<Vec<u8>> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+    let mut found = match &tier {
+        Some(tier) => tier.get_many(&asked_keys, deadline).await.into_iter(),
+        None => Vec::new().into_iter(),
+    };
+    let mut out = Vec::with_capacity(asks.len());
+    let mut waiting = Vec::with_capacity(asks.len());
+    let mut calls = Vec::with_capacity(asks.len());
+    for (ask, key) in asks.into_iter().zip(&keys) {
+        let value = if key.is_empty() { None } else { found.next().flatten() };
+        let backend = &ask.section.backend;
+        let step = match &ask.spec.cache_key {
+            Some(local_key) => backend.adopt_shared(local_key, value, ask.stale, asked),
+            None => CacheStep::Call { stale: ask.stale },
+        };
+        match step {
+            CacheStep::Served(reply) => out.push((ask.slot, reply)),
+            CacheStep::Call { stale } | CacheStep::AskShared { stale } => {
+                let shared_stale = stale.clone().filter(|entry| entry.tier == Tier::Shared);
+                waiting.push((ask.slot, ask.section, ask.spec.cache_key.clone(), shared_stale));
+                calls.push(Box::pin(
+                    backend.fetch_uncached(ask.spec, stale, asked, deadline, transport),
+                ));
+            }
+        }
+    }
+    let answers = join_until(calls.into_iter(), deadline).await;
+    for ((slot, section, key, shared_stale), answer) in waiting.into_iter().zip(answers) {
+        let reply = answer.unwrap_or_else(|| {
+            section.backend.fallback_for_key(
+                FetchError::Deadline,
+                key.as_deref(),
+                shared_stale,
+                asked.elapsed(),
+            )
+        });
+        out.push((slot, reply));
+    }
+    out
 }
 
 /// What a section asks its backend: the rendered path, the forwarded and

@@ -49,5 +49,6 @@ pub mod edge;
 pub mod gateway;
 pub mod http1;
 pub mod page;
+pub mod shared_cache;
 pub mod telemetry;
 pub mod template;

@@ -47,6 +47,26 @@ impl Source {
     }
 }
 
+/// Which cache tier a `cache` or `stale` body came from (written only for
+/// backends that have the shared tier, SPEC.md "Shared cache (Redis)").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tier {
+    /// This process's cache.
+    Local,
+    /// Redis, shared by every replica.
+    Shared,
+}
+
+impl Tier {
+    /// The name in `_mosaic.sections.*.tier`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Local => "local",
+            Tier::Shared => "shared",
+        }
+    }
+}
+
 /// What one section ended up with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SectionReply {
@@ -60,6 +80,9 @@ pub struct SectionReply {
     pub error: Option<FetchError>,
     /// Age of a cached or stale body.
     pub age: Option<Duration>,
+    /// The tier a cached or stale body came from, for a backend with the
+    /// shared tier (`None` otherwise: nothing is written).
+    pub tier: Option<Tier>,
     /// Time spent on this section.
     pub elapsed: Duration,
 }
@@ -73,6 +96,7 @@ impl SectionReply {
             body: None,
             error: Some(error),
             age: None,
+            tier: None,
             elapsed,
         }
     }
@@ -179,6 +203,11 @@ fn put_meta(out: &mut BytesMut, reply: &SectionReply) {
         out.put_slice(b",\"age_ms\":");
         put_uint(out, millis(age));
     }
+    if let Some(tier) = reply.tier {
+        out.put_slice(b",\"tier\":\"");
+        out.put_slice(tier.as_str().as_bytes());
+        out.put_u8(b'"');
+    }
     if let Some(error) = reply.error {
         out.put_slice(b",\"error\":\"");
         out.put_slice(error.as_str().as_bytes());
@@ -207,6 +236,7 @@ mod tests {
             body: Some(Bytes::from_static(body.as_bytes())),
             error: None,
             age: None,
+            tier: None,
             elapsed: Duration::from_millis(12),
         }
     }
@@ -242,12 +272,18 @@ mod tests {
             body: Some(Bytes::from_static(b"{\"amount\":1}")),
             error: Some(FetchError::Timeout),
             age: Some(Duration::from_millis(41_000)),
+            tier: Some(Tier::Shared),
             elapsed: Duration::from_millis(300),
         };
         let page = assemble(&labels(), &[live("{}"), stale], Duration::from_millis(301));
         assert_eq!(page.status, 200);
         assert!(!page.complete);
         let v: serde_json::Value = serde_json::from_slice(&page.body).expect("valid JSON");
+        assert_eq!(v["_mosaic"]["sections"]["price"]["tier"], "shared");
+        assert!(
+            v["_mosaic"]["sections"]["product"].get("tier").is_none(),
+            "no tier on a live section"
+        );
         assert_eq!(v["_mosaic"]["sections"]["price"]["source"], "stale");
         assert_eq!(v["_mosaic"]["sections"]["price"]["age_ms"], 41_000);
         assert_eq!(v["_mosaic"]["sections"]["price"]["error"], "timeout");

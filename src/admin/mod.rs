@@ -2,6 +2,7 @@
 //! (loopback by default) so that operators' calls never compete with, or
 //! get exposed next to, public traffic.
 
+mod cache;
 pub mod chaos_hooks;
 pub mod metrics;
 
@@ -42,6 +43,7 @@ pub fn start(
     gateway: Arc<Gateway>,
     config: &AdminConfig,
     metrics: Option<PrometheusHandle>,
+    reuse_port: bool,
 ) -> io::Result<(SocketAddr, ServerHandle)> {
     if let Some(handle) = metrics.clone() {
         actix_rt::spawn(async move {
@@ -62,11 +64,14 @@ pub fn start(
             .route("/admin/backends", web::get().to(backends))
             .route("/admin/backends/{name}/breaker", web::post().to(force_breaker))
             .route("/admin/reload", web::post().to(reload))
+            .configure(cache::configure)
             .configure(chaos_hooks::configure)
     })
     .workers(1)
     .disable_signals()
-    .bind(config.listen)?;
+    // The admin port is shared too on a rolling restart: the new process
+    // must answer `/readyz` before the old one stops.
+    .listen(crate::gateway::listener::bind(config.listen, reuse_port)?)?;
     let addr = server.addrs().first().copied().unwrap_or(config.listen);
     let server = server.run();
     let handle = server.handle();

@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use crate::config::CacheConfig;
+use crate::page::Tier;
 
 /// A cache key: the resolved path and the forwarded header values as
 /// bytes (see `Backend::cache_key`). Bytes, not text: two header values that
@@ -33,8 +34,11 @@ pub struct CachedResponse {
     pub status: u16,
     /// The JSON body, as received.
     pub body: Bytes,
-    /// When it was fetched.
+    /// When it was fetched (by this replica or, for an entry read from the
+    /// shared tier, by whichever fetched it).
     pub fetched_at: Instant,
+    /// The tier it was found in.
+    pub tier: Tier,
 }
 
 /// What a lookup found.
@@ -46,6 +50,23 @@ pub enum Lookup {
     Stale(Arc<CachedResponse>),
     /// Nothing servable.
     Miss,
+}
+
+/// How old an answer is, against the backend's policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Younger than `ttl`.
+    Fresh,
+    /// Within `stale_if_error` after that.
+    Stale,
+    /// Too old to serve.
+    Expired,
+}
+
+/// Whether a local key (the path, then `\nname=value` per header) is one of
+/// `path`'s.
+fn key_is_for_path(key: &[u8], path: &[u8]) -> bool {
+    key.strip_prefix(path).is_some_and(|rest| rest.is_empty() || rest[0] == b'\n')
 }
 
 /// One backend's cache.
@@ -95,8 +116,44 @@ impl ResponseCache {
 
     /// Stores a fresh answer.
     pub fn insert(&self, key: CacheKey, status: u16, body: Bytes) {
-        let entry = CachedResponse { status, body, fetched_at: Instant::now() };
+        self.insert_fetched_at(key, status, body, Instant::now());
+    }
+
+    /// Stores an answer fetched at `fetched_at` (a copy of a shared entry:
+    /// fresh here for what is left of its `ttl`).
+    pub fn insert_fetched_at(&self, key: CacheKey, status: u16, body: Bytes, fetched_at: Instant) {
+        let entry = CachedResponse { status, body, fetched_at, tier: Tier::Local };
         self.entries.insert(key, Arc::new(entry));
+    }
+
+    /// When an answer fetched `age` ago is fresh, stale or too old.
+    pub fn classify_age(&self, age: Duration) -> Freshness {
+        if age < self.ttl {
+            Freshness::Fresh
+        } else if age < self.servable_for {
+            Freshness::Stale
+        } else {
+            Freshness::Expired
+        }
+    }
+
+    /// How long an entry is worth keeping anywhere: `ttl + stale_if_error`.
+    pub fn servable_for(&self) -> Duration {
+        self.servable_for
+    }
+
+    /// Drops the entries of `path` (every header variant), or all of them;
+    /// says how many.
+    pub fn purge(&self, path: Option<&str>) -> u64 {
+        let before = self.entries.len();
+        match path {
+            None => self.entries.clear(),
+            Some(path) => {
+                let path = path.as_bytes();
+                self.entries.retain(|key, _| !key_is_for_path(key, path));
+            }
+        }
+        u64::try_from(before.saturating_sub(self.entries.len())).unwrap_or(0)
     }
 
     /// Entries held.
@@ -119,6 +176,7 @@ mod tests {
             ttl: Duration::from_secs(60),
             stale_if_error: Duration::from_secs(3600),
             max_entries: 100,
+            shared: true,
         })
     }
 
@@ -150,11 +208,27 @@ mod tests {
     }
 
     #[test]
+    fn purge_drops_a_path_with_every_header_variant_or_everything() {
+        let c = cache();
+        for key in
+            [&b"/p/4"[..], b"/p/4\nauthorization=a", b"/p/4\nauthorization=b", b"/p/42", b"/p/5"]
+        {
+            c.insert(Arc::from(key), 200, Bytes::from_static(b"{}"));
+        }
+        assert_eq!(c.purge(Some("/p/4")), 3);
+        assert!(matches!(c.lookup(b"/p/42"), Lookup::Fresh(_)), "a longer path is another path");
+        assert!(matches!(c.lookup(b"/p/4"), Lookup::Miss));
+        assert_eq!(c.purge(None), 2);
+        assert!(c.is_empty());
+    }
+
+    #[test]
     fn bounded() {
         let c = ResponseCache::new(&CacheConfig {
             ttl: Duration::from_secs(60),
             stale_if_error: Duration::ZERO,
             max_entries: 10,
+            shared: true,
         });
         for i in 0..1000 {
             c.insert(format!("k{i}").into_bytes().into(), 200, Bytes::from_static(b"{}"));

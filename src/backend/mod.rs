@@ -28,8 +28,9 @@ pub mod client;
 mod control;
 mod error;
 pub mod flight;
-mod json_check;
+pub(crate) mod json_check;
 pub mod section;
+pub mod shared;
 mod stats;
 
 pub use answer::Fetched;
@@ -132,6 +133,9 @@ pub struct Backend {
     instances_gauge: metrics::Gauge,
     /// The channel to the broker, for a backend behind it (`amqp = {...}`).
     amqp: Option<Arc<amqp::AmqpLink>>,
+    /// The shared cache tier, for a cached backend when `[redis]` is set
+    /// (and its cache does not say `shared = false`).
+    shared: Option<shared::SharedSlot>,
 }
 
 impl Backend {
@@ -140,12 +144,15 @@ impl Backend {
     /// the instances to start with when its configuration lists none (a
     /// discovered backend rebuilt by a reload keeps its predecessor's
     /// until its own watch answers). `broker`: the gateway's broker, which
-    /// a backend behind it (`amqp = {...}`) publishes through.
+    /// a backend behind it (`amqp = {...}`) publishes through. `tier`: the
+    /// shared cache tier (`[redis]`), which a cached backend uses unless
+    /// its cache says `shared = false`.
     pub fn new(
         config: Arc<BackendConfig>,
         max_body: u64,
         carried: Option<Vec<String>>,
         broker: Option<&Arc<crate::broker::Broker>>,
+        tier: Option<&Arc<crate::shared_cache::SharedTier>>,
     ) -> (Arc<Self>, BackendControl) {
         let addresses = match &config.instances {
             InstanceSource::Static(list) => list.clone(),
@@ -161,6 +168,9 @@ impl Backend {
             }
             _ => None,
         };
+        let shared = tier
+            .filter(|_| config.cache.is_some_and(|cache| cache.shared))
+            .map(|tier| shared::SharedSlot::new(tier.clone(), &config.name));
         let backend = Arc::new(Self {
             name: config.name.as_str().into(),
             balancer: Balancer::new(&addresses),
@@ -173,6 +183,7 @@ impl Backend {
             discovery: DiscoveryStatus::new(&config.name, &config.instances),
             instances_gauge,
             amqp,
+            shared,
             config,
         });
         (backend.clone(), BackendControl::new(backend))

@@ -17,7 +17,7 @@ use super::call::{Attempts, Judged};
 use super::client::{self, Reply};
 use super::flight::{self, Role};
 use super::{Admission, Backend, FetchError, Outcome};
-use crate::page::{SectionReply, Source};
+use crate::page::{SectionReply, Source, Tier};
 
 /// How one attempt reaches an instance. Production uses [`Network`]; the
 /// seam exists so that a benchmark can measure the call procedure (breaker,
@@ -77,6 +77,13 @@ pub enum CacheStep {
         /// An entry past `ttl` but within `stale_if_error`.
         stale: Option<Arc<cache::CachedResponse>>,
     },
+    /// No fresh local entry, and the backend has the shared tier: ask it
+    /// (with the other sections of the page, in one round trip) before
+    /// calling; then [`Backend::adopt_shared`] says which step follows.
+    AskShared {
+        /// The local entry past `ttl` but within `stale_if_error`.
+        stale: Option<Arc<cache::CachedResponse>>,
+    },
 }
 
 impl Backend {
@@ -117,12 +124,17 @@ impl Backend {
                     body: Some(entry.body.clone()),
                     error: None,
                     age: Some(started.saturating_duration_since(entry.fetched_at)),
+                    tier: self.shared.as_ref().map(|_| Tier::Local),
                     elapsed: started.elapsed(),
                 });
             }
             Lookup::Stale(entry) => Some(entry),
             Lookup::Miss => None,
         };
+        // Skipped at no cost while Redis is down or its breaker is open.
+        if self.shared.as_ref().is_some_and(|slot| slot.tier().usable()) {
+            return CacheStep::AskShared { stale };
+        }
         self.stats.cache_miss();
         CacheStep::Call { stale }
     }
@@ -152,6 +164,7 @@ impl Backend {
                 body: fetched.is_success().then_some(fetched.body),
                 error: None,
                 age: None,
+                tier: None,
                 elapsed: started.elapsed(),
             },
             Err(error) => self.fallback(error, stale, started.elapsed()),
@@ -172,6 +185,7 @@ impl Backend {
                 body: Some(entry.body.clone()),
                 error: Some(error),
                 age: Some(entry.fetched_at.elapsed()),
+                tier: self.shared.as_ref().map(|_| entry.tier),
                 elapsed,
             };
         }
@@ -182,17 +196,21 @@ impl Backend {
                 body: Some(default.clone()),
                 error: Some(error),
                 age: None,
+                tier: None,
                 elapsed,
             };
         }
         SectionReply::none(error, elapsed)
     }
 
-    /// The fallback for a section whose time ran out, looked up afresh.
+    /// The fallback for a section whose time ran out, looked up afresh in
+    /// the local tier; `shared_stale`, a stale entry the shared tier gave,
+    /// comes after it.
     pub fn fallback_for_key(
         &self,
         error: FetchError,
         key: Option<&[u8]>,
+        shared_stale: Option<Arc<cache::CachedResponse>>,
         elapsed: Duration,
     ) -> SectionReply {
         let stale = match (&self.cache, key) {
@@ -202,7 +220,7 @@ impl Backend {
             },
             _ => None,
         };
-        self.fallback(error, stale, elapsed)
+        self.fallback(error, stale.or(shared_stale), elapsed)
     }
 
     async fn shared_call<T: Transport>(
@@ -246,6 +264,7 @@ impl Backend {
         if let (Some(cache), Ok(fetched)) = (&self.cache, result) {
             if fetched.is_success() {
                 cache.insert(key.clone(), fetched.status, fetched.body.clone());
+                self.share(key, fetched.status, &fetched.body);
             }
         }
     }

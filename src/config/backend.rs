@@ -291,7 +291,12 @@ fn cache(path: &str, raw: &RawCache, sink: &mut Sink) -> Option<CacheConfig> {
         raw.max_entries,
         DEFAULT_CACHE_MAX_ENTRIES,
     );
-    Some(CacheConfig { ttl: ttl?, stale_if_error: stale_if_error?, max_entries: max_entries? })
+    Some(CacheConfig {
+        ttl: ttl?,
+        stale_if_error: stale_if_error?,
+        max_entries: max_entries?,
+        shared: raw.shared.unwrap_or(true),
+    })
 }
 
 /// Any TOML value, stored as compact JSON (datetimes become strings).

@@ -24,6 +24,7 @@ mod fields;
 mod merge;
 mod model;
 mod raw;
+mod redis;
 mod routes;
 mod sink;
 mod summary;

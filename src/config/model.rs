@@ -47,6 +47,12 @@ pub const DEFAULT_BACKOFF: Backoff =
 pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 10_000;
 /// Default `amqp.connect_timeout`.
 pub const DEFAULT_AMQP_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `redis.timeout`: per command; a slower Redis is a miss.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_millis(25);
+/// Default `redis.connect_timeout`.
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default `redis.prefix`.
+pub const DEFAULT_REDIS_PREFIX: &str = "mosaic:";
 /// Default Consul blocking-query `wait`.
 pub const DEFAULT_CONSUL_WAIT: Duration = Duration::from_secs(30);
 
@@ -61,6 +67,8 @@ pub struct Config {
     pub consul: Option<ConsulConfig>,
     /// `[amqp]`: the broker, when present.
     pub amqp: Option<AmqpConfig>,
+    /// `[redis]`: the shared cache tier, when present.
+    pub redis: Option<RedisConfig>,
     /// `[backends.NAME]`, defaults merged in, by name (sorted).
     pub backends: BTreeMap<String, Arc<BackendConfig>>,
     /// `[[routes]]`, composed pages, in file order.
@@ -88,6 +96,9 @@ pub struct ServerConfig {
     pub keep_alive: Duration,
     /// Grace period for in-flight requests on shutdown.
     pub shutdown_grace: Duration,
+    /// Bind the listeners with `SO_REUSEPORT`, so that a new process can
+    /// listen on the same addresses while this one drains (rolling restarts).
+    pub reuse_port: bool,
 }
 
 /// `[admin]`.
@@ -129,6 +140,34 @@ impl std::fmt::Debug for AmqpConfig {
         f.debug_struct("AmqpConfig")
             .field("broker", &self.broker)
             .field("connect_timeout", &self.connect_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `[redis]`: the cache tier every replica shares (SPEC.md, "Shared cache
+/// (Redis)").
+#[derive(Clone, PartialEq)]
+pub struct RedisConfig {
+    /// `url`, credentials included (never logged: see `Debug`).
+    pub url: String,
+    /// `host:port/db`, without credentials: what the admin API, metrics and
+    /// logs show.
+    pub address: String,
+    /// Longest wait for one command; a slower answer is a miss.
+    pub timeout: Duration,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Duration,
+    /// Put in front of every key mosaic writes.
+    pub prefix: String,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("address", &self.address)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("prefix", &self.prefix)
             .finish_non_exhaustive()
     }
 }
@@ -268,7 +307,7 @@ pub enum Backoff {
     },
 }
 
-/// `cache = { ttl, stale_if_error, max_entries }`.
+/// `cache = { ttl, stale_if_error, max_entries, shared }`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct CacheConfig {
     /// Fresh for this long after it was fetched.
@@ -277,6 +316,8 @@ pub struct CacheConfig {
     pub stale_if_error: Duration,
     /// Bound on the number of entries.
     pub max_entries: u64,
+    /// Also kept in the shared tier when `[redis]` is set (default true).
+    pub shared: bool,
 }
 
 /// `[[routes]]`: a composed page.

@@ -29,6 +29,7 @@ pub(crate) struct RawServer {
     pub body_timeout: Option<toml::Value>,
     pub keep_alive: Option<toml::Value>,
     pub shutdown_grace: Option<toml::Value>,
+    pub reuse_port: Option<bool>,
 }
 
 /// `[admin]`.
@@ -89,6 +90,16 @@ pub(crate) struct RawAmqp {
     pub connect_timeout: Option<toml::Value>,
 }
 
+/// `[redis]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRedis {
+    pub url: Option<String>,
+    pub timeout: Option<toml::Value>,
+    pub connect_timeout: Option<toml::Value>,
+    pub prefix: Option<String>,
+}
+
 /// `consul = { service, tag }` in a backend.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -120,13 +131,14 @@ pub(crate) struct RawBackoff {
     pub max: Option<toml::Value>,
 }
 
-/// `cache = { ttl, stale_if_error, max_entries }`.
+/// `cache = { ttl, stale_if_error, max_entries, shared }`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawCache {
     pub ttl: Option<toml::Value>,
     pub stale_if_error: Option<toml::Value>,
     pub max_entries: Option<i64>,
+    pub shared: Option<bool>,
 }
 
 /// `[[routes]]`; its sections are deserialized one by one.

@@ -10,14 +10,14 @@ use super::error::ConfigErrors;
 use super::fields::{at_most, duration_or, int_in, listen, non_empty, positive_size, required};
 use super::model::*;
 use super::raw::{
-    deserialize_unit, unknown_key, RawAdmin, RawAmqp, RawConsul, RawDiscovery, RawServer,
+    deserialize_unit, unknown_key, RawAdmin, RawAmqp, RawConsul, RawDiscovery, RawRedis, RawServer,
 };
 use super::routes::{proxies, routes, Backends};
 use super::sink::{key_path, Sink};
 
 /// The tables a config file may have.
 const TOP_LEVEL: &[&str] =
-    &["server", "admin", "discovery", "amqp", "defaults", "backends", "routes", "proxy"];
+    &["server", "admin", "discovery", "amqp", "redis", "defaults", "backends", "routes", "proxy"];
 
 /// Longest Consul blocking-query wait Consul itself accepts.
 const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
@@ -57,6 +57,13 @@ pub(crate) fn validate(
     } else {
         None
     };
+    let redis = match table.contains_key("redis") {
+        true => {
+            let raw: Option<RawRedis> = unit(&mut table, "redis", &mut sink);
+            raw.and_then(|raw| super::redis::redis(raw, &mut sink)).map(Some)
+        }
+        false => Some(None),
+    };
     if let (Some(server), Some(admin)) = (&server, &admin) {
         if server.listen == admin.listen && server.listen.port() != 0 {
             sink.push(
@@ -81,9 +88,9 @@ pub(crate) fn validate(
     super::amqp::sections_need_replies(&routes, &backends, &mut sink);
     let proxies = proxies(table.remove("proxy"), &known, &mut sink);
     sink.finish()?;
-    match (server, admin, consul) {
-        (Some(server), Some(admin), Some(consul)) => {
-            Ok(Config { server, admin, consul, amqp, backends, routes, proxies })
+    match (server, admin, consul, redis) {
+        (Some(server), Some(admin), Some(consul), Some(redis)) => {
+            Ok(Config { server, admin, consul, amqp, redis, backends, routes, proxies })
         }
         // Every `None` above pushed an error, so this is unreachable; still
         // an error, never a panic.
@@ -155,6 +162,7 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         body_timeout: body_timeout?,
         keep_alive: keep_alive?,
         shutdown_grace: shutdown_grace?,
+        reuse_port: raw.reuse_port.unwrap_or(false),
     })
 }
 

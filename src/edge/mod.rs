@@ -56,7 +56,7 @@ pub fn listen(gateway: Arc<Gateway>, server: &ServerConfig) -> io::Result<EdgeLi
     .keep_alive(server.keep_alive)
     .shutdown_timeout(server.shutdown_grace.as_secs().max(1))
     .disable_signals()
-    .bind(server.listen)?;
+    .listen(crate::gateway::listener::bind(server.listen, server.reuse_port)?)?;
     let addr = edge.addrs().first().copied().unwrap_or(server.listen);
     let edge = edge.run();
     let handle = edge.handle();

@@ -11,6 +11,7 @@
 //! holding it is done (its supervisor does not restart an actor nobody
 //! can address).
 
+pub mod listener;
 pub mod runtime;
 pub mod signals;
 mod start;

@@ -19,6 +19,7 @@ use crate::broker::Broker;
 use crate::config::{Config, InstanceSource, ProxyConfig, RouteConfig};
 use crate::discovery;
 use crate::page::{SectionLabel, Source};
+use crate::shared_cache::SharedTier;
 use crate::template::PathTemplate;
 
 /// Statuses whose `mosaic_requests_total` handle is kept once first seen.
@@ -126,6 +127,9 @@ pub struct Runtime {
     /// The broker connection, when `[amqp]` is set (kept across reloads
     /// that leave `[amqp]` as it is).
     pub broker: Option<Arc<Broker>>,
+    /// The shared cache tier, when `[redis]` is set (kept across reloads
+    /// that leave `[redis]` as it is).
+    pub shared_tier: Option<Arc<SharedTier>>,
 }
 
 impl Runtime {
@@ -140,6 +144,12 @@ impl Runtime {
         let kept_broker =
             reuse.filter(|old| old.config.amqp == config.amqp).and_then(|old| old.broker.clone());
         let same_broker = kept_broker.is_some();
+        let kept_tier = reuse
+            .filter(|old| old.config.redis == config.redis)
+            .and_then(|old| old.shared_tier.clone());
+        let same_tier = kept_tier.is_some() || config.redis.is_none();
+        let tier = kept_tier
+            .or_else(|| config.redis.as_ref().map(|redis| SharedTier::start(redis, control)));
         let broker =
             kept_broker.or_else(|| config.amqp.as_ref().map(|amqp| Broker::start(amqp, control)));
         for (name, backend_config) in &config.backends {
@@ -149,6 +159,9 @@ impl Runtime {
                     && (same_consul
                         || matches!(backend_config.instances, InstanceSource::Static(_)))
                     && (same_broker || backend_config.amqp.is_none())
+                    // A cached backend holds the tier it was built with.
+                    && (same_tier || backend_config.cache.is_none())
+                    && old.backend.shared().is_some() == (tier.is_some() && backend_config.cache.is_some_and(|c| c.shared))
             });
             let handle = match kept {
                 Some(old) => old.clone(),
@@ -168,6 +181,7 @@ impl Runtime {
                         config.server.max_body,
                         carried,
                         broker.as_ref(),
+                        tier.as_ref(),
                     );
                     let restarts = Arc::new(AtomicU64::new(0));
                     let watch = discovery::watch_factory(backend_config, config.consul.as_ref());
@@ -199,7 +213,7 @@ impl Runtime {
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
         let unmatched = RequestCounters::new("unmatched");
-        Self { config, backends, routes, proxies, unmatched, broker }
+        Self { config, backends, routes, proxies, unmatched, broker, shared_tier: tier }
     }
 
     /// Whether every backend can be called: each has at least one instance,

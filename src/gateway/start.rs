@@ -89,15 +89,18 @@ pub async fn start_with(
     let server_config = config.server.clone();
     let admin_config = config.admin.clone();
     let gateway = Gateway::new(config, config_path);
+    // A read of a /proc file (memory, never a wait on a device).
+    super::listener::warn_if_queue_not_migrated(server_config.reuse_port);
     let edge = edge::listen(gateway.clone(), &server_config)
         .map_err(|source| StartError::Bind { addr: server_config.listen, source })?;
-    let (admin_addr, admin_handle) = match admin::start(gateway.clone(), &admin_config, metrics) {
-        Ok(started) => started,
-        Err(source) => {
-            edge.handle.stop(false).await;
-            return Err(StartError::Bind { addr: admin_config.listen, source });
-        }
-    };
+    let (admin_addr, admin_handle) =
+        match admin::start(gateway.clone(), &admin_config, metrics, server_config.reuse_port) {
+            Ok(started) => started,
+            Err(source) => {
+                edge.handle.stop(false).await;
+                return Err(StartError::Bind { addr: admin_config.listen, source });
+            }
+        };
     tracing::info!(addr = %edge.addr, %admin_addr, "mosaic listening");
     Ok(RunningGateway {
         addr: edge.addr,

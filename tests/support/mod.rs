@@ -11,6 +11,7 @@ pub mod fake;
 pub mod hostile;
 pub mod raw_client;
 pub mod raw_wire;
+pub mod redis;
 
 #[allow(unused_imports)]
 pub use fake::{FakeBackend, Recorded, Reply};
