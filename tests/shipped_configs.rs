@@ -80,6 +80,12 @@ fn reference_config_validates() {
         ("orders", "order.placed", false)
     );
     assert!(config.proxies.iter().any(|p| p.backend == "order-events"));
+    // And the shared cache tier, with the SPEC's defaults.
+    let redis = config.redis.as_ref().expect("[redis]");
+    assert_eq!(redis.address, "127.0.0.1:6379/0");
+    assert_eq!((redis.timeout, redis.prefix.as_str()), (Duration::from_millis(25), "mosaic:"));
+    assert!(config.backends["pricing"].cache.is_some_and(|c| c.shared));
+    assert!(!config.server.reuse_port);
 }
 
 #[test]
@@ -154,6 +160,7 @@ fn mosaic_check_accepts_the_shipped_configs() {
             .args(["check", "--config"])
             .arg(manifest_path(file))
             .env_remove("MOSAIC_AMQP_URL")
+            .env_remove("MOSAIC_REDIS_URL")
             .env_remove("MOSAIC_ADMIN_TOKEN")
             .env_remove("CONSUL_HTTP_TOKEN")
             .output()

@@ -86,7 +86,12 @@ impl Backend {
         // Clocks of replicas differ a little: an entry "from the future" is
         // as old as zero.
         let age = Duration::from_millis(unix_ms().saturating_sub(found.fetched_unix_ms));
-        let fetched_at = asked.checked_sub(age).unwrap_or(asked);
+        // An `Instant` before boot is representable on Linux; where a fetch
+        // time is not, the entry is not used (never taken as younger).
+        let Some(fetched_at) = asked.checked_sub(age) else {
+            self.stats.cache_miss();
+            return CacheStep::Call { stale: local_stale };
+        };
         match cache.classify_age(age) {
             Freshness::Fresh => {
                 cache.insert_fetched_at(key.clone(), found.status, found.body.clone(), fetched_at);

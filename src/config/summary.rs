@@ -18,6 +18,17 @@ impl Config {
             plural(self.server.workers, "worker"),
             self.admin.listen
         );
+        if let Some(redis) = &self.redis {
+            let shared = self.backends.values().filter(|b| b.cache.is_some_and(|c| c.shared)).count();
+            let _ = writeln!(
+                out,
+                "shared cache: redis {} (prefix {:?}, timeout {}) for {}",
+                redis.address,
+                redis.prefix,
+                format_duration(redis.timeout),
+                plural(shared, "cached backend")
+            );
+        }
         let _ = writeln!(out, "{}", heading(self.backends.len(), "backend"));
         for backend in self.backends.values() {
             let source = match (&backend.amqp, &backend.instances) {

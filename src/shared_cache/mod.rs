@@ -15,7 +15,8 @@
 //!   is open, or while there is no connection, the tier is skipped without
 //!   a wait;
 //! - writes happen off the response path, in their own tasks, at most
-//!   [`MAX_WRITES_IN_FLIGHT`] at a time (more are dropped and counted).
+//!   [`MAX_WRITES_IN_FLIGHT`] and [`MAX_WRITE_BYTES_IN_FLIGHT`] at a time
+//!   (more are dropped and counted).
 //!
 //! Metrics: `mosaic_redis_up{redis}` (0/1) and
 //! `mosaic_redis_errors_total{redis,kind}` with kind `timeout`,
@@ -47,6 +48,10 @@ use crate::config::RedisConfig;
 /// Writes in flight at once; past this a write is dropped (counted as
 /// `overload`): a slow Redis must not pile up tasks.
 pub const MAX_WRITES_IN_FLIGHT: usize = 256;
+
+/// Bytes of values in flight at once, for the same reason: a few large
+/// bodies must not hold hundreds of megabytes while Redis is slow.
+pub const MAX_WRITE_BYTES_IN_FLIGHT: usize = 32 << 20;
 
 /// How often a connection is checked with `PING`.
 const PING_EVERY: Duration = Duration::from_secs(1);
@@ -146,6 +151,7 @@ pub struct SharedTier {
     /// the next ping.
     suspect: Arc<Notify>,
     writes_in_flight: AtomicUsize,
+    write_bytes_in_flight: AtomicUsize,
     connects: AtomicU64,
     error_counts: [AtomicU64; 5],
     up: metrics::Gauge,
@@ -181,6 +187,7 @@ impl SharedTier {
             breaker: StateMachine::new(policy, ()),
             suspect: Arc::new(Notify::new()),
             writes_in_flight: AtomicUsize::new(0),
+            write_bytes_in_flight: AtomicUsize::new(0),
             connects: AtomicU64::new(0),
             error_counts: Default::default(),
             up,
@@ -250,8 +257,11 @@ impl SharedTier {
         if !self.usable() {
             return;
         }
-        if self.writes_in_flight.fetch_add(1, Ordering::AcqRel) >= MAX_WRITES_IN_FLIGHT {
-            self.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
+        let bytes = key.len() + value.len();
+        let writes = self.writes_in_flight.fetch_add(1, Ordering::AcqRel);
+        let held = self.write_bytes_in_flight.fetch_add(bytes, Ordering::AcqRel);
+        if writes >= MAX_WRITES_IN_FLIGHT || held + bytes > MAX_WRITE_BYTES_IN_FLIGHT {
+            self.write_done(bytes);
             self.count(RedisError::Overload);
             return;
         }
@@ -262,8 +272,13 @@ impl SharedTier {
             set.arg(key).arg(value).arg("PX").arg(ttl_ms);
             let until = Instant::now() + tier.config.timeout;
             let _ = tier.run(&set, until).await;
-            tier.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
+            tier.write_done(bytes);
         });
+    }
+
+    fn write_done(&self, bytes: usize) {
+        self.writes_in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.write_bytes_in_flight.fetch_sub(bytes, Ordering::AcqRel);
     }
 
     /// Deletes every key matching `pattern` (`SCAN`, never `KEYS`, then

@@ -10,6 +10,7 @@ pub mod consul;
 pub mod fake;
 pub mod hostile;
 pub mod raw_client;
+pub mod process;
 pub mod raw_wire;
 pub mod redis;
 
