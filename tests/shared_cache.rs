@@ -400,9 +400,15 @@ async fn redis_killed_under_load_then_back() {
     assert!(worst <= Duration::from_millis(650), "slowest page {worst:?} (deadline 600 ms)");
     wait_redis_up(&gateway, false).await;
     assert_eq!(get(gateway.addr, "/products/1").await.meta("price")["tier"], "local");
+    let label = redis.url().trim_start_matches("redis://").to_string();
+    let gauge = format!("mosaic_redis_up{{redis=\"{label}\"}}");
+    let metrics = String::from_utf8(get(gateway.admin_addr, "/metrics").await.body).unwrap();
+    assert!(metrics.contains(&format!("{gauge} 0")), "{gauge} 0 not in /metrics");
 
     redis.restart();
     wait_redis_up(&gateway, true).await;
+    let metrics = String::from_utf8(get(gateway.admin_addr, "/metrics").await.body).unwrap();
+    assert!(metrics.contains(&format!("{gauge} 1")), "{gauge} 1 not in /metrics");
     assert_eq!(get(gateway.addr, "/products/777").await.meta("price")["source"], "live");
     wait_for_keys(&redis.url(), "mosaic:", 1).await;
     let other = start_gateway(&config).await;

@@ -1,6 +1,6 @@
-//! Several real `mosaic run` processes around one real Redis: a replica
-//! restarted while the pricing service is down serves the price from its
-//! first request (the shared tier), and a rolling restart with
+//! Several real `mosaic run` processes around one real Redis: replicas
+//! share what one fetched, a replica restarted while the pricing service is
+//! down serves the price from its first request (the shared tier), and a rolling restart with
 //! `server.reuse_port` (start the new process on the same addresses, wait
 //! for it, SIGTERM the old one) fails no request under steady load.
 
@@ -16,7 +16,13 @@ use support::process::{http, write_config, MosaicProcess};
 use support::redis::{unique_prefix, SHARED_REDIS};
 use support::{backend, FakeBackend, Reply};
 
-fn shop(listen: &str, admin: &str, prefix: &str, product: &FakeBackend, price: &FakeBackend) -> String {
+fn shop(
+    listen: &str,
+    admin: &str,
+    prefix: &str,
+    product: &FakeBackend,
+    price: &FakeBackend,
+) -> String {
     format!(
         "[server]
 listen = \"{listen}\"
@@ -45,7 +51,11 @@ sections = [
 ]
 ",
         backend("catalog", &[product.address()], ""),
-        backend("pricing", &[price.address()], "cache = { ttl = \"60s\", stale_if_error = \"1h\" }"),
+        backend(
+            "pricing",
+            &[price.address()],
+            "cache = { ttl = \"60s\", stale_if_error = \"1h\" }"
+        ),
     )
 }
 
@@ -68,40 +78,63 @@ fn wait_redis(admin: &str) {
     }
 }
 
-/// A replica killed and started again while the pricing service is dead
-/// serves the price on its very first request, from the shared tier.
+/// Replica A fetches the price; replica B, which never called the service,
+/// serves it from the shared tier. The service dies and `ttl` passes: B
+/// serves its own stale copy, and A, killed and started again, serves the
+/// shared one from its very first request, `stale` with an age counted from
+/// the original fetch.
 #[test]
-fn a_restarted_replica_serves_the_price_from_its_first_request() {
+fn replicas_share_what_one_fetched_and_a_restarted_one_starts_warm() {
     let prefix = unique_prefix("restart");
     let product = FakeBackend::start(Reply::ok(r#"{"id":"42"}"#));
     let price = FakeBackend::start(Reply::ok(r#"{"amount":1999}"#));
     let dir = tempfile::tempdir().unwrap();
-    let ports = |_| format!("127.0.0.1:{}", free_port());
-    let config = write_config(&dir, &shop(&ports(0), &ports(1), &prefix, &product, &price));
+    let port = || format!("127.0.0.1:{}", free_port());
+    let text = |listen: &str, admin: &str| {
+        shop(listen, admin, &prefix, &product, &price).replace("ttl = \"60s\"", "ttl = \"1s\"")
+    };
+    let config_a = write_config(&dir, &text(&port(), &port()));
+    let dir_b = tempfile::tempdir().unwrap();
+    let config_b = write_config(&dir_b, &text(&port(), &port()));
 
-    let mut first = MosaicProcess::start(&config, &[]);
-    wait_redis(&first.admin);
-    let live = page(&first.addr, "/products/42");
+    let mut a = MosaicProcess::start(&config_a, &[]);
+    let b = MosaicProcess::start(&config_b, &[]);
+    wait_redis(&a.admin);
+    wait_redis(&b.admin);
+    let live = page(&a.addr, "/products/42");
+    let fetched = Instant::now();
     assert_eq!(live["_mosaic"]["sections"]["price"]["source"], "live");
-    // The write is off the response path: wait until it is in Redis.
+    // The write is off the response path: wait until it has been made.
     let until = Instant::now() + Duration::from_secs(5);
-    while !http(&first.admin, "GET", "/admin/redis").1.contains("\"writes_in_flight\":0") {
+    while !http(&a.admin, "GET", "/admin/redis").1.contains("\"writes_in_flight\":0") {
         assert!(Instant::now() < until);
         std::thread::sleep(Duration::from_millis(10));
     }
-    std::thread::sleep(Duration::from_millis(50));
-    price.kill();
-    first.signal("KILL");
-    first.wait_exit(Duration::from_secs(5));
+    let shared = page(&b.addr, "/products/42");
+    assert_eq!(shared["_mosaic"]["sections"]["price"]["source"], "cache", "{shared}");
+    assert_eq!(shared["_mosaic"]["sections"]["price"]["tier"], "shared");
+    assert_eq!(shared["price"]["amount"], 1999);
+    assert_eq!(price.calls(), 1, "B made no call");
 
-    let restarted = MosaicProcess::start(&config, &[]);
+    price.kill();
+    std::thread::sleep(Duration::from_millis(1100).saturating_sub(fetched.elapsed()));
+    let own = page(&b.addr, "/products/42");
+    assert_eq!(own["_mosaic"]["sections"]["price"]["source"], "stale", "{own}");
+    assert_eq!(own["_mosaic"]["sections"]["price"]["tier"], "local");
+
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(5));
+    let restarted = MosaicProcess::start(&config_a, &[]);
     wait_redis(&restarted.admin);
     let warm = page(&restarted.addr, "/products/42");
     let meta = &warm["_mosaic"]["sections"]["price"];
-    assert_eq!(meta["source"], "cache", "{warm}");
+    assert_eq!(meta["source"], "stale", "{warm}");
     assert_eq!(meta["tier"], "shared");
+    assert_eq!(meta["error"], "connect");
     assert_eq!(warm["price"]["amount"], 1999);
-    assert_eq!(warm["_mosaic"]["complete"], true);
+    let age = meta["age_ms"].as_u64().unwrap();
+    let since = u64::try_from(fetched.elapsed().as_millis()).unwrap();
+    assert!((1000..=since + 5).contains(&age), "age {age} ms, {since} ms since A's fetch");
 }
 
 /// One GET on a new connection; `Err` for anything but a whole 200.
@@ -181,8 +214,17 @@ fn a_rolling_restart_fails_no_request() {
     stop.store(true, Ordering::Relaxed);
     let failures: Vec<String> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
     let total = served.load(Ordering::Relaxed);
-    assert!(failures.is_empty(), "{} of {} requests failed: {:?}", failures.len(), total, &failures[..failures.len().min(5)]);
-    assert!(before_term > 50 && total > before_term + 20, "load ran throughout: {before_term} then {total}");
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failures.len(),
+        total,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(
+        before_term > 50 && total > before_term + 20,
+        "load ran throughout: {before_term} then {total}"
+    );
     // Only the new process is left, and it serves.
     assert_eq!(page(&new.addr, "/products/1")["_mosaic"]["complete"], true);
 }

@@ -19,7 +19,8 @@ impl Config {
             self.admin.listen
         );
         if let Some(redis) = &self.redis {
-            let shared = self.backends.values().filter(|b| b.cache.is_some_and(|c| c.shared)).count();
+            let shared =
+                self.backends.values().filter(|b| b.cache.is_some_and(|c| c.shared)).count();
             let _ = writeln!(
                 out,
                 "shared cache: redis {} (prefix {:?}, timeout {}) for {}",

@@ -429,26 +429,42 @@ fn the_shared_cache_tier_is_checked() {
         "instances = [\"127.0.0.1:7003\"]",
         "instances = [\"127.0.0.1:7003\"]\ncache = { ttl = \"60s\" }",
     );
-    let config = parse(&format!("{cached}\n[redis]\nurl = \"redis://:pw@10.0.0.9:6380/3\"\n")).unwrap();
+    let config =
+        parse(&format!("{cached}\n[redis]\nurl = \"redis://:pw@10.0.0.9:6380/3\"\n")).unwrap();
     let redis = config.redis.expect("[redis]");
     assert_eq!(redis.address, "10.0.0.9:6380/3");
     assert_eq!(redis.timeout, DEFAULT_REDIS_TIMEOUT);
     assert_eq!(redis.prefix, "mosaic:");
     assert!(!format!("{redis:?}").contains("pw"), "the password is never shown");
     assert!(config.backends["reviews"].cache.is_some_and(|c| c.shared), "shared by default");
-    let opted_out = cached.replace("cache = { ttl = \"60s\" }", "cache = { ttl = \"60s\", shared = false }");
+    let opted_out =
+        cached.replace("cache = { ttl = \"60s\" }", "cache = { ttl = \"60s\", shared = false }");
     assert!(parse(&opted_out).unwrap().backends["reviews"].cache.is_some_and(|c| !c.shared));
 
     let bad = format!(
         "{BASE}\n[redis]\nurl = \"redis://:hunter2@host:port/0\"\ntimeout = \"0ms\"\nconnect_timeout = \"2m\"\nprefix = \"\"\n"
     );
     let found = errors(&bad);
-    assert_eq!(paths(&bad), ["redis.url", "redis.timeout", "redis.connect_timeout", "redis.prefix"], "{found:?}");
+    assert_eq!(
+        paths(&bad),
+        ["redis.url", "redis.timeout", "redis.connect_timeout", "redis.prefix"],
+        "{found:?}"
+    );
     assert!(found.iter().all(|e| !e.contains("hunter2")), "{found:?}");
-    assert_eq!(paths(&format!("{BASE}\n[redis]\ntimeout = \"5s\"\n")), ["redis.url", "redis.timeout"]);
-    assert_eq!(paths(&format!("{BASE}\n[redis]\nurl = \"http://127.0.0.1:6379\"\n")), ["redis.url"]);
-    assert_eq!(paths(&format!("{BASE}\n[redis]\nurl = \"redis://127.0.0.1\"\nttl = \"1s\"\n")), ["redis.ttl"]);
-    let not_bool = cached.replace("cache = { ttl = \"60s\" }", "cache = { ttl = \"60s\", shared = \"yes\" }");
+    assert_eq!(
+        paths(&format!("{BASE}\n[redis]\ntimeout = \"5s\"\n")),
+        ["redis.url", "redis.timeout"]
+    );
+    assert_eq!(
+        paths(&format!("{BASE}\n[redis]\nurl = \"http://127.0.0.1:6379\"\n")),
+        ["redis.url"]
+    );
+    assert_eq!(
+        paths(&format!("{BASE}\n[redis]\nurl = \"redis://127.0.0.1\"\nttl = \"1s\"\n")),
+        ["redis.ttl"]
+    );
+    let not_bool =
+        cached.replace("cache = { ttl = \"60s\" }", "cache = { ttl = \"60s\", shared = \"yes\" }");
     assert_eq!(paths(&not_bool), ["backends.reviews.cache.shared"]);
     assert_eq!(paths(&format!("[server]\nreuse_port = 1\n{BASE}")), ["server.reuse_port"]);
     assert!(parse(&format!("[server]\nreuse_port = true\n{BASE}")).unwrap().server.reuse_port);

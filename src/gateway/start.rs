@@ -34,6 +34,10 @@ pub enum StartError {
     },
 }
 
+/// How long a graceful stop waits, no longer accepting, for the workers to
+/// take the connections already accepted (see [`RunningGateway::stop`]).
+const HANDOFF: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A started gateway: its addresses and how to stop it.
 pub struct RunningGateway {
     /// Where the edge listens (the real port when configured with port 0).
@@ -54,7 +58,20 @@ impl RunningGateway {
 
     /// Stops both listeners; `graceful` lets requests in flight finish
     /// (within `server.shutdown_grace`).
+    ///
+    /// A graceful stop first stops accepting and waits [`HANDOFF`] before
+    /// it stops the workers: actix-server drops the connections its accept
+    /// thread has handed to a worker that the worker has not taken yet when
+    /// the worker is told to stop (seen as an empty answer during a rolling
+    /// restart). Connections that arrive meanwhile wait in the listener's
+    /// queue: with `reuse_port` (and `tcp_migrate_req`) the kernel moves
+    /// them to the new process when the socket closes.
     pub async fn stop(self, graceful: bool) {
+        if graceful {
+            self.edge.pause().await;
+            self.admin.pause().await;
+            tokio::time::sleep(HANDOFF).await;
+        }
         self.admin.stop(graceful).await;
         self.edge.stop(graceful).await;
         let _ = self.edge_done.await;

@@ -9,8 +9,8 @@ pub mod amqp;
 pub mod consul;
 pub mod fake;
 pub mod hostile;
-pub mod raw_client;
 pub mod process;
+pub mod raw_client;
 pub mod raw_wire;
 pub mod redis;
 

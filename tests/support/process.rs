@@ -107,4 +107,3 @@ pub fn write_config(dir: &tempfile::TempDir, body: &str) -> std::path::PathBuf {
     std::fs::write(&path, body).expect("write config");
     path
 }
-
