@@ -290,6 +290,29 @@ async fn purge_reaches_both_tiers() {
     gateway.stop(false).await;
 }
 
+/// Twenty concurrent cold requests for one price, with the shared tier in
+/// front of the call: still one call to the service.
+#[actix_rt::test]
+async fn concurrent_cold_requests_stay_one_call() {
+    let prefix = unique_prefix("one-call");
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"7"}"#));
+    let price = FakeBackend::start(Reply::Delay(
+        Duration::from_millis(100),
+        Box::new(Reply::ok(r#"{"amount":5}"#)),
+    ));
+    let gateway = start_gateway(&replica_config(SHARED_REDIS, &prefix, &product, &price)).await;
+    wait_redis_up(&gateway, true).await;
+    let addr = gateway.addr;
+    let pages: Vec<_> =
+        (0..20).map(|_| actix_rt::spawn(async move { get(addr, "/products/7").await })).collect();
+    for page in pages {
+        let page = page.await.unwrap();
+        assert_eq!(page.json()["price"]["amount"], 5);
+    }
+    assert_eq!(price.calls(), 1, "one call for twenty requests");
+    gateway.stop(false).await;
+}
+
 /// `[redis]` pointing at nothing: pages are whole and quick, the local
 /// tier works, `/admin/redis` says it is down.
 #[actix_rt::test]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::cache::{CacheKey, CachedResponse, Freshness};
+use super::cache::{CacheKey, CachedResponse, Freshness, Lookup};
 use super::section::CacheStep;
 use super::Backend;
 use crate::clock::unix_ms;
@@ -80,8 +80,7 @@ impl Backend {
             }
         });
         let Some(found) = decoded else {
-            self.stats.cache_miss();
-            return CacheStep::Call { stale: local_stale };
+            return self.after_shared_miss(key, local_stale, asked);
         };
         // Clocks of replicas differ a little: an entry "from the future" is
         // as old as zero.
@@ -116,11 +115,35 @@ impl Backend {
                 };
                 CacheStep::Call { stale: local_stale.or(Some(Arc::new(shared))) }
             }
-            Freshness::Expired => {
-                self.stats.cache_miss();
-                CacheStep::Call { stale: local_stale }
+            Freshness::Expired => self.after_shared_miss(key, local_stale, asked),
+        }
+    }
+
+    /// Nothing fresh in Redis: the call is made, unless a concurrent
+    /// request filled the local tier while this one waited for Redis (then
+    /// its answer is served: concurrent requests stay one call).
+    fn after_shared_miss(
+        &self,
+        key: &CacheKey,
+        local_stale: Option<Arc<CachedResponse>>,
+        asked: Instant,
+    ) -> CacheStep {
+        if let Some(cache) = &self.cache {
+            if let Lookup::Fresh(entry) = cache.lookup(key) {
+                self.stats.cache_hit();
+                return CacheStep::Served(SectionReply {
+                    source: Source::Cache,
+                    status: Some(entry.status),
+                    body: Some(entry.body.clone()),
+                    error: None,
+                    age: Some(entry.fetched_at.elapsed()),
+                    tier: Some(Tier::Local),
+                    elapsed: asked.elapsed(),
+                });
             }
         }
+        self.stats.cache_miss();
+        CacheStep::Call { stale: local_stale }
     }
 
     /// Drops the local entries of `path` (all header variants) or all of
