@@ -93,6 +93,7 @@ pub async fn run(options: Options, progress: &mut dyn FnMut(String)) -> Result<O
         lab.gateway.admin_addr,
         lab.config_path.display()
     ));
+    progress(format!("watch it live: http://{}/dashboard", lab.gateway.admin_addr));
     let epoch = Instant::now();
     let spec = LoadSpec {
         clients: options.clients,
