@@ -196,6 +196,14 @@ async fn force_open_on_the_page_opens_the_breaker() {
         browser.eval("return document.getElementById('action-result').textContent;").await
     );
     browser.assert_no_console_errors().await;
+
+    // The console check itself can fail: an uncaught error is reported.
+    browser
+        .eval("setTimeout(() => { throw new Error('planted by the test'); }); return null;")
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let errors = browser.console_errors().await;
+    assert!(errors.iter().any(|e| e.contains("planted by the test")), "{errors:?}");
     browser.close().await;
     gateway.stop(false).await;
 }

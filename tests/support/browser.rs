@@ -145,6 +145,12 @@ impl Browser {
         element.send_keys(text).await.expect("type");
     }
 
+    /// Saves a PNG of the window.
+    pub async fn screenshot(&self, path: &std::path::Path) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        std::fs::write(path, png).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    }
+
     /// Ends the session (the browser quits) and chromedriver.
     pub async fn close(mut self) {
         let client = self.client.clone();
