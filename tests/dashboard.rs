@@ -522,3 +522,21 @@ async fn figures_move_when_load_is_applied() {
     assert!(snapshot["routes"][0]["sections"][0]["sources"]["none"].as_f64().unwrap_or(0.0) > 0.0);
     gateway.stop(false).await;
 }
+
+/// A graceful stop does not wait for open event streams (they never end
+/// by themselves): the admin listener gives them 1 s.
+#[actix_rt::test]
+async fn a_graceful_stop_does_not_wait_for_event_streams() {
+    let fake = FakeBackend::start(Reply::ok("{}"));
+    let gateway =
+        support::start_gateway(&one_section_gateway("dash_stop", "/dash-stop/{id}", &fake)).await;
+    let (status, _, stream) = events(gateway.admin_addr, None).await;
+    assert_eq!(status, 200);
+    let mut stream = stream.expect("stream");
+    stream.next(Duration::from_secs(2)).await;
+    let stopping = Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), gateway.stop(true))
+        .await
+        .expect("stopped within 10 s");
+    assert!(stopping.elapsed() < Duration::from_secs(4), "stop took {:?}", stopping.elapsed());
+}

@@ -104,6 +104,9 @@ fn by_label(map: &mut HashMap<String, u64>, rest: &str, name: &str) {
     }
 }
 
+/// A series' labels: name and (unescaped) value.
+type Labels<'a> = Vec<(&'a str, Cow<'a, str>)>;
+
 fn label<'a>(labels: &'a [(&'a str, Cow<'a, str>)], name: &str) -> Option<Cow<'a, str>> {
     labels.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
 }
@@ -111,7 +114,7 @@ fn label<'a>(labels: &'a [(&'a str, Cow<'a, str>)], name: &str) -> Option<Cow<'a
 /// Splits `a="x",b="y"} 12` (the text after the opening brace) into its
 /// labels and its value. Counts are written as integers; anything else
 /// (a float, NaN) is read as a float and truncated.
-fn sample(rest: &str) -> Option<(Vec<(&str, Cow<'_, str>)>, u64)> {
+fn sample(rest: &str) -> Option<(Labels<'_>, u64)> {
     let mut labels = Vec::with_capacity(3);
     let mut at = rest;
     loop {

@@ -85,12 +85,21 @@ struct Reading {
 }
 
 impl Reading {
-    fn backend(&self, name: &str) -> Option<&BackendCounters> {
-        self.backends.iter().find(|(n, _)| n == name).map(|(_, c)| c)
+    /// The backend's counters; `hint` is where it was in the list asked
+    /// for, which is where it is unless a reload changed the backends.
+    fn backend(&self, hint: usize, name: &str) -> Option<&BackendCounters> {
+        match self.backends.get(hint) {
+            Some((n, counters)) if n == name => Some(counters),
+            _ => self.backends.iter().find(|(n, _)| n == name).map(|(_, c)| c),
+        }
     }
 
-    fn route(&self, route: &str) -> Option<&RouteCounters> {
-        self.routes.iter().find(|(r, _)| r == route).map(|(_, c)| c)
+    /// The route's counters (`hint` as for [`Reading::backend`]).
+    fn route(&self, hint: usize, route: &str) -> Option<&RouteCounters> {
+        match self.routes.get(hint) {
+            Some((r, counters)) if r == route => Some(counters),
+            _ => self.routes.iter().find(|(r, _)| r == route).map(|(_, c)| c),
+        }
     }
 }
 
@@ -225,16 +234,20 @@ impl History {
         let span = newest.at.duration_since(base.at).as_secs_f64();
         let backends = now
             .iter()
-            .map(|backend| {
-                let current = newest.backend(&backend.name);
-                let before = base.backend(&backend.name);
-                self.backend_figures(backend, current, before, span)
+            .enumerate()
+            .map(|(i, backend)| {
+                let current = newest.backend(i, &backend.name);
+                let before = base.backend(i, &backend.name);
+                self.backend_figures(i, backend, current, before, span)
             })
             .collect();
         let routes = routes
             .iter()
-            .map(|shape| {
-                route_figures(shape, newest.route(&shape.route), base.route(&shape.route), span)
+            .enumerate()
+            .map(|(i, shape)| {
+                let (current, before) =
+                    (newest.route(i, &shape.route), base.route(i, &shape.route));
+                route_figures(shape, current, before, span)
             })
             .collect();
         Snapshot { window_s: span, backends, routes }
@@ -242,6 +255,7 @@ impl History {
 
     fn backend_figures(
         &self,
+        index: usize,
         now: &BackendNow,
         current: Option<&BackendCounters>,
         before: Option<&BackendCounters>,
@@ -273,16 +287,16 @@ impl History {
                 .filter(|_| now.cached)
                 .zip(lookups)
                 .map(|(d, n)| d.cache_hits as f64 / n as f64),
-            last_minute: self.last_minute(&now.name),
+            last_minute: self.last_minute(index, &now.name),
         }
     }
 
     /// Per-second attempts and failures between consecutive readings.
-    fn last_minute(&self, name: &str) -> LastMinute {
+    fn last_minute(&self, index: usize, name: &str) -> LastMinute {
         let mut chart = LastMinute::default();
         let mut previous: Option<(&Reading, &BackendCounters)> = None;
         for reading in &self.readings {
-            let Some(counters) = reading.backend(name) else {
+            let Some(counters) = reading.backend(index, name) else {
                 previous = None;
                 continue;
             };
@@ -533,7 +547,7 @@ mod tests {
         }
         let snapshot = last.unwrap_or_else(|| panic!("recorded"));
         assert_eq!(snapshot.window_s, 10.0);
-        assert_eq!(snapshot.backends[0].requests_per_s, Some(45.0));
+        assert_eq!(snapshot.backends[0].requests_per_s, Some(45.1));
         assert_eq!(snapshot.backends[0].last_minute.requests_per_s.len(), KEPT_READINGS - 1);
         assert_eq!(snapshot.backends[0].p50_ms, None, "no recorder, no latency");
     }
