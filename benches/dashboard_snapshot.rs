@@ -1,4 +1,5 @@
 //! One dashboard snapshot for 50 backends and 20 routes (target < 1 ms),
+//! and for the demo's 7 backends and 1 route,
 //! against its baseline, the `/metrics` render it reads from.
 //!
 //! - `render`: the Prometheus text for those series (what a scrape costs).
@@ -24,9 +25,8 @@ use mosaic::admin::snapshot::{BackendNow, History, RouteShape, KEPT_READINGS};
 use mosaic::backend::{BackendStats, FetchError};
 use mosaic::page::Source;
 
-const BACKENDS: usize = 50;
-const ROUTES: usize = 20;
-const SECTIONS_PER_ROUTE: usize = 7;
+/// (backends, routes, sections per route): the target's size, and the demo's.
+const SIZES: [(usize, usize, usize); 2] = [(50, 20, 7), (7, 1, 7)];
 
 struct Fixture {
     recorder: PrometheusRecorder,
@@ -36,18 +36,18 @@ struct Fixture {
     _stats: Vec<BackendStats>,
 }
 
-fn fixture() -> Fixture {
+fn fixture(backends: usize, routes: usize, sections_per_route: usize) -> Fixture {
     let recorder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_duration_seconds".to_string()), LATENCY_BUCKETS)
         .map(|b| b.build_recorder())
         .unwrap_or_else(|e| panic!("recorder: {e}"));
-    let names: Vec<String> = (0..BACKENDS).map(|i| format!("backend-{i:02}")).collect();
-    let routes: Vec<RouteShape> = (0..ROUTES)
+    let names: Vec<String> = (0..backends).map(|i| format!("backend-{i:02}")).collect();
+    let routes: Vec<RouteShape> = (0..routes)
         .map(|r| RouteShape {
             route: format!("/route-{r:02}/{{id}}"),
-            sections: (0..SECTIONS_PER_ROUTE)
+            sections: (0..sections_per_route)
                 .map(|s| {
-                    (format!("section-{s}"), names[(r * SECTIONS_PER_ROUTE + s) % BACKENDS].clone())
+                    (format!("section-{s}"), names[(r * sections_per_route + s) % backends].clone())
                 })
                 .collect(),
         })
@@ -117,34 +117,41 @@ fn full_history(f: &Fixture, text: &str) -> (History, Instant) {
 }
 
 fn snapshot(c: &mut Criterion) {
-    let f = fixture();
-    let handle = f.recorder.handle();
-    let text = handle.render();
-    let mut group = c.benchmark_group("dashboard_snapshot_50_backends_20_routes");
-    group.bench_function("render", |b| b.iter(|| handle.render()));
-    let (mut history, mut at) = full_history(&f, &text);
-    group.bench_function("snapshot_from_text", |b| {
-        b.iter(|| {
-            at += Duration::from_secs(1);
-            let exposition = Exposition::parse(&text);
-            encode(&history.record(at, &f.now, &f.routes, Some(&exposition)))
-        })
-    });
-    group.bench_function("snapshot", |b| {
-        b.iter(|| {
-            at += Duration::from_secs(1);
-            let exposition = Exposition::parse(&handle.render());
-            encode(&history.record(at, &f.now, &f.routes, Some(&exposition)))
-        })
-    });
-    group.finish();
-    let frame = encode(&history.record(
-        at + Duration::from_secs(1),
-        &f.now,
-        &f.routes,
-        Some(&Exposition::parse(&text)),
-    ));
-    eprintln!("frame: {} bytes, exposition text: {} bytes", frame.len(), text.len());
+    for (backends, routes, sections) in SIZES {
+        let f = fixture(backends, routes, sections);
+        let handle = f.recorder.handle();
+        let text = handle.render();
+        let mut group =
+            c.benchmark_group(format!("dashboard_snapshot_{backends}_backends_{routes}_routes"));
+        group.bench_function("render", |b| b.iter(|| handle.render()));
+        let (mut history, mut at) = full_history(&f, &text);
+        group.bench_function("snapshot_from_text", |b| {
+            b.iter(|| {
+                at += Duration::from_secs(1);
+                let exposition = Exposition::parse(&text);
+                encode(&history.record(at, &f.now, &f.routes, Some(&exposition)))
+            })
+        });
+        group.bench_function("snapshot", |b| {
+            b.iter(|| {
+                at += Duration::from_secs(1);
+                let exposition = Exposition::parse(&handle.render());
+                encode(&history.record(at, &f.now, &f.routes, Some(&exposition)))
+            })
+        });
+        group.finish();
+        let last = history.record(
+            at + Duration::from_secs(1),
+            &f.now,
+            &f.routes,
+            Some(&Exposition::parse(&text)),
+        );
+        eprintln!(
+            "{backends} backends, {routes} routes: frame {} bytes, exposition text {} bytes",
+            encode(&last).len(),
+            text.len()
+        );
+    }
 }
 
 criterion_group!(benches, snapshot);

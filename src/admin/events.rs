@@ -125,8 +125,22 @@ impl EventsHub {
     }
 }
 
+/// Hands `sampling` back if the sampler panics, so the next stream starts
+/// a new one instead of waiting for frames that never come.
+struct SamplerGuard(Arc<EventsHub>);
+
+impl Drop for SamplerGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.frames.send_replace(None);
+            self.0.sampling.store(false, Ordering::Release);
+        }
+    }
+}
+
 /// The sampler: a reading a second, sent to every stream as one frame.
 async fn sample(hub: Arc<EventsHub>, gateway: Arc<Gateway>, metrics: Option<PrometheusHandle>) {
+    let _guard = SamplerGuard(hub.clone());
     let mut history = History::default();
     let mut every = tokio::time::interval(EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

@@ -28,9 +28,9 @@ pub struct Exposition {
     pub cache_misses: HashMap<String, u64>,
     /// `mosaic_requests_total` summed over statuses, by route.
     pub responses: HashMap<String, u64>,
-    /// `mosaic_section_source_total`, by (route, section), in
+    /// `mosaic_section_source_total`, by route then section, in
     /// [`Source::ALL`] order.
-    pub sources: HashMap<(String, String), [u64; 5]>,
+    pub sources: HashMap<String, HashMap<String, [u64; 5]>>,
 }
 
 const LATENCY: &str = "mosaic_backend_duration_seconds_bucket{";
@@ -63,11 +63,13 @@ impl Exposition {
                     le.parse::<f64>().ok().and_then(|le| bounds.iter().position(|b| *b == le))
                 };
                 if let Some(index) = index {
-                    let buckets = out
-                        .latency
-                        .entry(backend.into_owned())
-                        .or_insert_with(|| vec![0; bounds.len() + 1]);
-                    buckets[index] = value;
+                    // Nineteen lines per backend: allocate its key once.
+                    if !out.latency.contains_key(backend.as_ref()) {
+                        out.latency.insert(backend.to_string(), vec![0; bounds.len() + 1]);
+                    }
+                    if let Some(buckets) = out.latency.get_mut(backend.as_ref()) {
+                        buckets[index] = value;
+                    }
                 }
             } else if let Some(rest) = line.strip_prefix(CACHE_HITS) {
                 by_label(&mut out.cache_hits, rest, "backend");
@@ -76,7 +78,12 @@ impl Exposition {
             } else if let Some(rest) = line.strip_prefix(RESPONSES) {
                 let Some((labels, value)) = sample(rest) else { continue };
                 if let Some(route) = label(&labels, "route") {
-                    *out.responses.entry(route.into_owned()).or_insert(0) += value;
+                    match out.responses.get_mut(route.as_ref()) {
+                        Some(total) => *total += value,
+                        None => {
+                            out.responses.insert(route.into_owned(), value);
+                        }
+                    }
                 }
             } else if let Some(rest) = line.strip_prefix(SOURCES) {
                 let Some((labels, value)) = sample(rest) else { continue };
@@ -88,8 +95,17 @@ impl Exposition {
                 let Some(index) = Source::ALL.iter().position(|s| s.as_str() == source) else {
                     continue;
                 };
-                let key = (route.into_owned(), section.into_owned());
-                out.sources.entry(key).or_default()[index] = value;
+                // Five lines per section: allocate the keys once.
+                if !out.sources.contains_key(route.as_ref()) {
+                    out.sources.insert(route.to_string(), HashMap::new());
+                }
+                let Some(sections) = out.sources.get_mut(route.as_ref()) else { continue };
+                if !sections.contains_key(section.as_ref()) {
+                    sections.insert(section.to_string(), [0; 5]);
+                }
+                if let Some(counts) = sections.get_mut(section.as_ref()) {
+                    counts[index] = value;
+                }
             }
         }
         out
@@ -182,7 +198,7 @@ mosaic_requests_total{route="broken} 3
         assert_eq!(e.cache_hits["pricing"], 7);
         assert_eq!(e.cache_misses["pricing"], 3);
         assert_eq!(e.responses["/products/{id}"], 42);
-        let price = e.sources[&("/products/{id}".to_string(), "price".to_string())];
+        let price = e.sources["/products/{id}"]["price"];
         assert_eq!(price, [37, 0, 5, 0, 0]);
         let buckets = &e.latency["pricing"];
         assert_eq!(buckets.len(), super::super::metrics::LATENCY_BUCKETS.len() + 1);

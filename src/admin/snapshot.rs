@@ -353,10 +353,11 @@ fn read(
                 .sections
                 .iter()
                 .map(|(section, _)| {
-                    // A lookup by borrowed pair would need a custom key type;
-                    // a second a few dozen small strings is nothing.
-                    let key = (shape.route.clone(), section.clone());
-                    e.sources.get(&key).copied().unwrap_or_default()
+                    e.sources
+                        .get(&shape.route)
+                        .and_then(|sections| sections.get(section))
+                        .copied()
+                        .unwrap_or_default()
                 })
                 .collect();
             let responses = e.responses.get(&shape.route).copied().unwrap_or(0);
@@ -566,8 +567,9 @@ mod tests {
         e.responses.insert("/p/{id}".into(), 0);
         history.record(start, &[], std::slice::from_ref(&shape), Some(&e));
         e.responses.insert("/p/{id}".into(), 10);
-        e.sources.insert(("/p/{id}".into(), "a".into()), [9, 0, 1, 0, 0]);
-        e.sources.insert(("/p/{id}".into(), "b".into()), [5, 3, 0, 0, 2]);
+        let sections = e.sources.entry("/p/{id}".into()).or_default();
+        sections.insert("a".into(), [9, 0, 1, 0, 0]);
+        sections.insert("b".into(), [5, 3, 0, 0, 2]);
         let at = start + Duration::from_secs(1);
         let snapshot = history.record(at, &[], &[shape], Some(&e));
         let route = &snapshot.routes[0];
