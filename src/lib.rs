@@ -17,7 +17,8 @@
 //!   starting and stopping the listeners, process signals.
 //! - [`discovery`]: where backends' instances come from: static lists, or Consul
 //!   blocking queries run by each backend's actor.
-//! - [`admin`]: the operator listener: metrics, health, admin API.
+//! - [`admin`]: the operator listener: metrics, health, admin API, the live
+//!   dashboard and its event stream.
 //! - [`telemetry`]: logging setup (human or JSON, non-blocking), the access log.
 //! - [`digits`]: numbers written as digits without `fmt` (decimals, hex).
 //! - [`clock`]: wall-clock milliseconds for what operators read.

@@ -362,4 +362,5 @@ async fn kill_and_restart() {
     );
     assert!(banner.contains(&format!("kill -9 {}", demo.pid("reviews").unwrap())), "{banner}");
     assert!(banner.contains("curl -s http://127.0.0.1:8080/products/42"));
+    assert!(banner.contains("http://127.0.0.1:9901/dashboard"), "{banner}");
 }

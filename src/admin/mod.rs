@@ -1,10 +1,19 @@
 //! The admin listener: metrics, health and the admin API, on its own port
 //! (loopback by default) so that operators' calls never compete with, or
 //! get exposed next to, public traffic.
+//!
+//! - [`metrics`]: the Prometheus recorder behind `/metrics`.
+//! - [`dashboard`]: `GET /dashboard`, the live page.
+//! - [`events`]: `GET /admin/events`, the page's snapshot stream, computed
+//!   by [`snapshot`] from the counters [`exposition`] reads back.
 
 mod cache;
 pub mod chaos_hooks;
+pub mod dashboard;
+pub mod events;
+pub mod exposition;
 pub mod metrics;
+pub mod snapshot;
 
 use std::io;
 use std::net::SocketAddr;
@@ -25,9 +34,16 @@ use crate::gateway::{Gateway, ReloadError};
 /// How often the Prometheus recorder's histograms are maintained.
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
+/// How long a graceful stop waits for admin connections. Admin calls are
+/// short, but a dashboard's event stream never ends by itself: without
+/// this, a stop would wait out actix's 30 s default for it.
+const SHUTDOWN_GRACE_SECS: u64 = 1;
+
 struct AdminState {
     gateway: Arc<Gateway>,
     metrics: Option<PrometheusHandle>,
+    /// The dashboard's event streams.
+    events: Arc<events::EventsHub>,
 }
 
 impl AdminState {
@@ -54,13 +70,16 @@ pub fn start(
             }
         });
     }
-    let state = web::Data::new(AdminState { gateway, metrics });
+    let events = Arc::new(events::EventsHub::default());
+    let state = web::Data::new(AdminState { gateway, metrics, events });
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
             .route("/healthz", web::get().to(healthz))
             .route("/readyz", web::get().to(readyz))
             .route("/metrics", web::get().to(render_metrics))
+            .route("/dashboard", web::get().to(dashboard::page))
+            .route("/admin/events", web::get().to(event_stream))
             .route("/admin/backends", web::get().to(backends))
             .route("/admin/backends/{name}/breaker", web::post().to(force_breaker))
             .route("/admin/reload", web::post().to(reload))
@@ -68,6 +87,7 @@ pub fn start(
             .configure(chaos_hooks::configure)
     })
     .workers(1)
+    .shutdown_timeout(SHUTDOWN_GRACE_SECS)
     .disable_signals()
     // The admin port is shared too on a rolling restart: the new process
     // must answer `/readyz` before the old one stops.
@@ -164,6 +184,14 @@ async fn backends(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespons
         list.push(value);
     }
     HttpResponse::Ok().json(serde_json::json!({ "backends": list }))
+}
+
+/// `GET /admin/events`: the dashboard's snapshot stream.
+async fn event_stream(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if !state.authorized(&req) {
+        return unauthorized();
+    }
+    state.events.connect(&state.gateway, state.metrics.as_ref())
 }
 
 #[derive(Deserialize)]

@@ -66,6 +66,17 @@ pub enum ForcedMode {
     Closed = 2,
 }
 
+impl ForcedMode {
+    /// Name used by the admin API (`{"state": ...}`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForcedMode::Auto => "auto",
+            ForcedMode::Open => "open",
+            ForcedMode::Closed => "closed",
+        }
+    }
+}
+
 /// failsafe's `Instrument`: tracks the state and feeds metrics.
 #[derive(Debug, Clone)]
 pub struct Observer {

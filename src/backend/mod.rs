@@ -261,6 +261,16 @@ impl Backend {
         HeldPermit { backend: self.clone(), permit: Some(permit.detach()) }
     }
 
+    /// Whether an operator forced the breaker, and which way.
+    pub fn forced_breaker(&self) -> breaker::ForcedMode {
+        self.breaker.forced()
+    }
+
+    /// Whether it has a response cache.
+    pub fn has_cache(&self) -> bool {
+        self.cache.is_some()
+    }
+
     /// A snapshot for the admin API.
     pub fn status(&self) -> BackendStatus {
         BackendStatus {

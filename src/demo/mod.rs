@@ -108,7 +108,9 @@ impl FromStr for Service {
 pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail; the results are ignored for that reason.
-    let _ = writeln!(out, "mosaic demo shop is up.\n\nTry:");
+    let _ = writeln!(out, "mosaic demo shop is up.\n");
+    let _ = writeln!(out, "Dashboard (live breakers, rates, sources): http://{admin}/dashboard\n");
+    let _ = writeln!(out, "Try:");
     let tries = [
         ("a composed page", format!("curl -s http://{gateway}/products/42 | jq")),
         (
