@@ -86,6 +86,11 @@ struct DemoArgs {
     /// The queue inventory consumes with --amqp.
     #[arg(long, value_name = "NAME", default_value = mosaic::demo::amqp::DEFAULT_QUEUE, requires = "amqp")]
     amqp_queue: String,
+    /// Keep the cached backends' answers in this Redis too (the shared
+    /// tier, keys under "mosaic-demo:"), e.g. redis://127.0.0.1:6379/0;
+    /// replaces the config's [redis].
+    #[arg(long, value_name = "URL")]
+    redis: Option<String>,
 }
 
 /// Faults to start with; `PUT /_fault` changes them at run time.
@@ -220,6 +225,11 @@ fn demo_config(
         mosaic::demo::route_inventory_through(&mut config, amqp)
             .map_err(|e| format!("mosaic demo: {e}"))?;
     }
+    if let Some(url) = &args.redis {
+        let redis = mosaic::config::redis_from_url(url, mosaic::demo::REDIS_PREFIX)
+            .map_err(|errors| format!("mosaic demo --redis: {errors}"))?;
+        config.redis = Some(redis);
+    }
     Ok(config)
 }
 
@@ -291,6 +301,9 @@ fn demo(args: DemoArgs, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
             eprintln!("mosaic demo: not every service reachable yet; see /readyz");
         }
         println!("{}", mosaic::demo::banner(gateway.addr, gateway.admin_addr, &services));
+        if let Some(redis) = &gateway.gateway().runtime().config.redis {
+            println!("{}", mosaic::demo::shared_tier_banner(gateway.admin_addr, redis));
+        }
         mosaic::gateway::shutdown_signal().await;
         gateway.stop(true).await;
         if let Some(registered) = registered {

@@ -37,10 +37,22 @@ fn http_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
     (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
 }
 
-#[test]
-fn demo_serves_a_complete_page_and_survives_a_killed_service() {
+/// A started `mosaic demo`, with what its banner said.
+struct Started {
+    demo: Demo,
+    gateway: String,
+    admin: String,
+    reviews_pid: String,
+    /// The banner's lines after "Inject faults" that were asked for.
+    extra: Vec<String>,
+}
+
+/// Starts `mosaic demo` on port 0 with `args`, reads its banner and, after
+/// it, `extra_lines` more lines.
+fn start_demo(args: &[&str], extra_lines: usize) -> Started {
     let child = Command::new(env!("CARGO_BIN_EXE_mosaic"))
         .args(["demo", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--base-port", "0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -48,6 +60,7 @@ fn demo_serves_a_complete_page_and_survives_a_killed_service() {
     let mut demo = Demo(child);
     let stdout = demo.0.stdout.take().expect("stdout");
     let mut gateway = None;
+    let mut admin = None;
     let mut reviews_pid = None;
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
@@ -55,6 +68,9 @@ fn demo_serves_a_complete_page_and_survives_a_killed_service() {
         if let Some(rest) = line.trim().strip_prefix("curl -s http://") {
             if gateway.is_none() && rest.contains("/products/42") {
                 gateway = rest.split('/').next().map(str::to_string);
+            }
+            if rest.ends_with("/metrics") {
+                admin = rest.split('/').next().map(str::to_string);
             }
         }
         let words: Vec<&str> = line.split_whitespace().collect();
@@ -65,10 +81,21 @@ fn demo_serves_a_complete_page_and_survives_a_killed_service() {
             break;
         }
     }
+    let extra = lines.by_ref().take(extra_lines).map_while(Result::ok).collect();
     // Keep reading so the demo never writes into a closed pipe.
     std::thread::spawn(move || lines.for_each(drop));
-    let gateway = gateway.expect("banner names the gateway");
-    let reviews_pid = reviews_pid.expect("banner names the reviews pid");
+    Started {
+        demo,
+        gateway: gateway.expect("banner names the gateway"),
+        admin: admin.expect("banner names the admin listener"),
+        reviews_pid: reviews_pid.expect("banner names the reviews pid"),
+        extra,
+    }
+}
+
+#[test]
+fn demo_serves_a_complete_page_and_survives_a_killed_service() {
+    let Started { demo, gateway, reviews_pid, .. } = start_demo(&[], 0);
 
     let (status, page) = http_get(&gateway, "/products/42");
     assert_eq!(status, 200);
@@ -90,4 +117,27 @@ fn demo_serves_a_complete_page_and_survives_a_killed_service() {
     assert_eq!(page["_mosaic"]["sections"]["reviews"]["error"], "connect");
     assert_eq!(page["_mosaic"]["sections"]["product"]["source"], "live");
     drop(demo);
+}
+
+/// `mosaic demo --redis URL`: the cached pricing section goes through the
+/// shared tier (the machine's Redis), and the banner says how to look at it.
+#[test]
+fn demo_with_redis_uses_the_shared_tier() {
+    let started = start_demo(&["--redis", "redis://127.0.0.1:6379/0"], 2);
+    let banner = started.extra.join("\n");
+    assert!(banner.contains("Shared cache") && banner.contains("mosaic-demo:"), "{banner}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while !http_get(&started.admin, "/admin/redis").1["redis"]["up"].as_bool().unwrap_or(false) {
+        assert!(Instant::now() < until, "the demo never connected to Redis");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, first) = http_get(&started.gateway, "/products/42");
+    assert_eq!(status, 200, "{first}");
+    // Live, or (when an earlier demo filled Redis) from the shared tier.
+    let price = &first["_mosaic"]["sections"]["price"];
+    assert!(price["source"] == "live" || price["tier"] == "shared", "{price}");
+    let (_, second) = http_get(&started.gateway, "/products/42");
+    assert_eq!(second["_mosaic"]["sections"]["price"]["source"], "cache");
+    assert_eq!(second["_mosaic"]["sections"]["price"]["tier"], "local");
+    drop(started.demo);
 }

@@ -37,6 +37,7 @@ mod tests;
 pub use amqp::parse_uri as parse_amqp_uri;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::*;
+pub use redis::from_url as redis_from_url;
 
 use std::path::Path;
 

@@ -64,6 +64,21 @@ pub(crate) fn redis(raw: RawRedis, sink: &mut Sink) -> Option<RedisConfig> {
     })
 }
 
+/// The `[redis]` of a URL and a prefix, the other keys at their defaults
+/// (for `mosaic demo --redis URL`); the error says what is wrong without
+/// the URL's password.
+pub fn from_url(url: &str, prefix: &str) -> Result<RedisConfig, super::ConfigErrors> {
+    let mut sink = Sink::default();
+    let raw = RawRedis {
+        url: Some(url.to_string()),
+        prefix: Some(prefix.to_string()),
+        ..Default::default()
+    };
+    let config = redis(raw, &mut sink);
+    sink.finish()?;
+    config.ok_or_else(|| super::ConfigErrors::single("redis.url", "invalid"))
+}
+
 /// `host:port/db` (or the socket path) of a Redis URL, without credentials.
 fn address_of(url: &str) -> Result<String, String> {
     if !(url.starts_with("redis://")

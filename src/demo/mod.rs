@@ -173,6 +173,23 @@ pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -
     out
 }
 
+/// The key prefix of `mosaic demo --redis`.
+pub const REDIS_PREFIX: &str = "mosaic-demo:";
+
+/// What `mosaic demo --redis` adds to the banner: where the shared tier is
+/// and how to look at it.
+pub fn shared_tier_banner(admin: SocketAddr, redis: &crate::config::RedisConfig) -> String {
+    format!(
+        "Shared cache: the cached backends (pricing) also keep their answers in Redis at {} \
+         (keys {prefix}*; `redis-cli --scan --pattern '{prefix}*'` lists them). A second replica \
+         (`mosaic demo --redis URL --listen 127.0.0.1:8081 --admin 127.0.0.1:9902 --base-port 7101`) \
+         serves the price from Redis on its first page: \"tier\": \"shared\". State: curl -s http://{admin}/admin/redis | jq; purge both tiers: \
+         curl -s -X DELETE http://{admin}/admin/cache/pricing | jq",
+        redis.address,
+        prefix = redis.prefix,
+    )
+}
+
 /// Points the config's demo backends (named after the services) at the
 /// services' real addresses, so any base port works. Backends reached
 /// through the broker keep the broker as their instance.
