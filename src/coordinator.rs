@@ -111,6 +111,9 @@ pub async fn compose_via<T: Transport>(
         }
     }
     let page = page::assemble(&route.labels, &replies, arrived.elapsed());
+    if page.complete {
+        route.complete_pages.increment(1);
+    }
     (page, replies)
 }
 

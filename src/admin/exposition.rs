@@ -28,6 +28,8 @@ pub struct Exposition {
     pub cache_misses: HashMap<String, u64>,
     /// `mosaic_requests_total` summed over statuses, by route.
     pub responses: HashMap<String, u64>,
+    /// `mosaic_pages_complete_total`, by route.
+    pub complete: HashMap<String, u64>,
     /// `mosaic_section_source_total`, by route then section, in
     /// [`Source::ALL`] order.
     pub sources: HashMap<String, HashMap<String, [u64; 5]>>,
@@ -38,6 +40,7 @@ const CACHE_HITS: &str = "mosaic_cache_hits_total{";
 const CACHE_MISSES: &str = "mosaic_cache_misses_total{";
 const RESPONSES: &str = "mosaic_requests_total{";
 const SOURCES: &str = "mosaic_section_source_total{";
+const COMPLETE: &str = "mosaic_pages_complete_total{";
 
 impl Exposition {
     /// Keeps the dashboard's series from a Prometheus text exposition;
@@ -84,6 +87,11 @@ impl Exposition {
                             out.responses.insert(route.into_owned(), value);
                         }
                     }
+                }
+            } else if let Some(rest) = line.strip_prefix(COMPLETE) {
+                let Some((labels, value)) = sample(rest) else { continue };
+                if let Some(route) = label(&labels, "route") {
+                    out.complete.insert(route.into_owned(), value);
                 }
             } else if let Some(rest) = line.strip_prefix(SOURCES) {
                 let Some((labels, value)) = sample(rest) else { continue };
@@ -185,6 +193,7 @@ mosaic_cache_hits_total{backend="pricing"} 7
 mosaic_cache_misses_total{backend="pricing"} 3
 mosaic_requests_total{route="/products/{id}",status="200"} 40
 mosaic_requests_total{route="/products/{id}",status="404"} 2
+mosaic_pages_complete_total{route="/products/{id}"} 33
 mosaic_section_source_total{route="/products/{id}",section="price",source="stale"} 5
 mosaic_section_source_total{route="/products/{id}",section="price",source="live"} 37
 mosaic_backend_duration_seconds_bucket{backend="pricing",le="0.001"} 1
@@ -198,6 +207,7 @@ mosaic_requests_total{route="broken} 3
         assert_eq!(e.cache_hits["pricing"], 7);
         assert_eq!(e.cache_misses["pricing"], 3);
         assert_eq!(e.responses["/products/{id}"], 42);
+        assert_eq!(e.complete["/products/{id}"], 33);
         let price = e.sources["/products/{id}"]["price"];
         assert_eq!(price, [37, 0, 5, 0, 0]);
         let buckets = &e.latency["pricing"];

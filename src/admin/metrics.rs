@@ -43,6 +43,21 @@ pub fn install() -> Option<PrometheusHandle> {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!("mosaic_requests_total", "Responses sent, by route template and status.");
+    describe_counter!(
+        "mosaic_pages_complete_total",
+        "Composed pages with every section live or fresh from cache, by route template."
+    );
+    describe_gauge!("mosaic_redis_up", "1 while the shared cache tier's Redis connection is open.");
+    describe_counter!(
+        "mosaic_redis_errors_total",
+        "Shared cache tier errors, by kind (timeout, connection, reply, garbage, overload)."
+    );
+    describe_gauge!("mosaic_amqp_up", "1 while the RabbitMQ connection is open.");
+    describe_counter!("mosaic_amqp_connects_total", "RabbitMQ connections opened.");
+    describe_counter!(
+        "mosaic_amqp_late_replies_total",
+        "AMQP replies that matched no waiting call (dropped)."
+    );
     describe_histogram!(
         "mosaic_request_duration_seconds",
         Unit::Seconds,

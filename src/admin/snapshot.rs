@@ -71,6 +71,8 @@ struct BackendCounters {
 #[derive(Debug, Clone, Default)]
 struct RouteCounters {
     responses: u64,
+    /// Pages with every section live or fresh from cache.
+    complete: u64,
     /// Per section, in [`Source::ALL`] order.
     sections: Vec<[u64; 5]>,
 }
@@ -166,9 +168,8 @@ pub struct RouteFigures {
     pub route: String,
     /// Responses per second.
     pub pages_per_s: Option<f64>,
-    /// Share of pages complete (every section live or from cache). The
-    /// counters are per section, so this is the least share they allow:
-    /// exact while at most one section falls back per page.
+    /// Share of responses that were complete pages (every section live or
+    /// fresh from cache), from `mosaic_pages_complete_total`.
     pub complete_share: Option<f64>,
     /// Each section's mix of sources.
     pub sections: Vec<SectionFigures>,
@@ -361,7 +362,8 @@ fn read(
                 })
                 .collect();
             let responses = e.responses.get(&shape.route).copied().unwrap_or(0);
-            Some((shape.route.clone(), RouteCounters { responses, sections }))
+            let complete = e.complete.get(&shape.route).copied().unwrap_or(0);
+            Some((shape.route.clone(), RouteCounters { responses, complete, sections }))
         })
         .collect();
     Reading { at, backends, routes }
@@ -400,15 +402,13 @@ fn route_figures(
             source_shares(counts)
         })
         .collect();
-    // Each page counts one source per section; a page is complete when
-    // every section is live or cached. Per-section counters cannot tell
-    // which pages the fallbacks fell on, so take the least share possible.
-    let complete_share = if shares.is_empty() || shares.iter().any(Option::is_none) {
-        None
-    } else {
-        let missing: f64 = shares.iter().flatten().map(|s| 1.0 - (s.live + s.cache)).sum();
-        Some(round((1.0 - missing).max(0.0)))
-    };
+    // Complete pages over responses (a 404 page or a 405 is a response
+    // too, and not complete).
+    let complete_share = pair.and_then(|(c, b)| {
+        let responses = c.responses.saturating_sub(b.responses);
+        let complete = c.complete.saturating_sub(b.complete).min(responses);
+        (responses > 0).then(|| round(complete as f64 / responses as f64))
+    });
     RouteFigures {
         route: shape.route.clone(),
         pages_per_s: pair.map(|(c, b)| c.responses.saturating_sub(b.responses) as f64 / span),

@@ -96,6 +96,9 @@ pub struct RouteRuntime {
     pub duration: Histogram,
     /// `mosaic_requests_total{route,status}`.
     pub requests: RequestCounters,
+    /// `mosaic_pages_complete_total{route}`: pages with every section live
+    /// or fresh from cache (the dashboard's complete share).
+    pub complete_pages: Counter,
 }
 
 /// A proxy route, resolved.
@@ -260,5 +263,6 @@ fn build_route(
         labels,
         duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => route.path.clone()),
         requests: RequestCounters::new(&route.path),
+        complete_pages: metrics::counter!("mosaic_pages_complete_total", "route" => route.path.clone()),
     })
 }

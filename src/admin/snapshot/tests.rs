@@ -78,8 +78,8 @@ fn window_and_chart_lengths() {
     assert_eq!(snapshot.backends[0].p50_ms, None, "no recorder, no latency");
 }
 
-/// Sources per section become shares; the complete share is the least
-/// the per-section counts allow.
+/// Sources per section become shares; the complete share is complete
+/// pages over responses.
 #[test]
 fn route_mix_and_complete_share() {
     let start = Instant::now();
@@ -92,6 +92,7 @@ fn route_mix_and_complete_share() {
     e.responses.insert("/p/{id}".into(), 0);
     history.record(start, &[], std::slice::from_ref(&shape), Some(&e));
     e.responses.insert("/p/{id}".into(), 10);
+    e.complete.insert("/p/{id}".into(), 4);
     let sections = e.sources.entry("/p/{id}".into()).or_default();
     sections.insert("a".into(), [9, 0, 1, 0, 0]);
     sections.insert("b".into(), [5, 3, 0, 0, 2]);
@@ -99,7 +100,7 @@ fn route_mix_and_complete_share() {
     let snapshot = history.record(at, &[], &[shape], Some(&e));
     let route = &snapshot.routes[0];
     assert_eq!(route.pages_per_s, Some(10.0));
-    assert_eq!(route.complete_share, Some(0.7));
+    assert_eq!(route.complete_share, Some(0.4));
     let b = route.sections[1].sources.unwrap_or_else(|| panic!("shares"));
     assert_eq!((b.live, b.cache, b.none), (0.5, 0.3, 0.2));
 }
