@@ -86,3 +86,24 @@ fn a_missing_file_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
 }
+
+/// An admin API reachable from other hosts without a token is refused,
+/// and the token of one that has it is never printed.
+#[test]
+fn an_open_admin_listener_beyond_loopback_is_refused() {
+    let open = GOOD
+        .replace("[backends.catalog]", "[admin]\nlisten = \"0.0.0.0:19901\"\n\n[backends.catalog]");
+    let out = check(&open);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("admin.token") && stderr.contains("beyond loopback"), "{stderr}");
+    let guarded = GOOD.replace(
+        "[backends.catalog]",
+        "[admin]\nlisten = \"0.0.0.0:19901\"\ntoken = \"hunter2-admin\"\n\n[backends.catalog]",
+    );
+    let out = check(&guarded);
+    let printed =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{printed}");
+    assert!(printed.contains("token set") && !printed.contains("hunter2"), "{printed}");
+}

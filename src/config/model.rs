@@ -102,12 +102,22 @@ pub struct ServerConfig {
 }
 
 /// `[admin]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct AdminConfig {
     /// Address of the admin listener (metrics, health, admin API).
     pub listen: SocketAddr,
-    /// Bearer token for `/admin/*`; `None` when unset or empty.
+    /// Bearer token for `/admin/*`; `None` when unset or empty. Required
+    /// when `listen` is beyond loopback. Never shown (see `Debug`).
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
 }
 
 /// `[discovery.consul]`.

@@ -302,7 +302,7 @@ fn routes_and_proxies_are_checked() {
 fn server_and_admin_are_checked() {
     let text = format!(
         "{BASE}\n[server]\nlisten = \"0.0.0.0:80\"\nmax_body = \"64KiB\"\n\
-         [admin]\nlisten = \"0.0.0.0:80\""
+         [admin]\nlisten = \"0.0.0.0:80\"\ntoken = \"t\""
     );
     assert_eq!(paths(&text), ["admin.listen"]);
     let text = format!(
@@ -468,4 +468,19 @@ fn the_shared_cache_tier_is_checked() {
     assert_eq!(paths(&not_bool), ["backends.reviews.cache.shared"]);
     assert_eq!(paths(&format!("[server]\nreuse_port = 1\n{BASE}")), ["server.reuse_port"]);
     assert!(parse(&format!("[server]\nreuse_port = true\n{BASE}")).unwrap().server.reuse_port);
+}
+
+#[test]
+fn an_admin_listener_beyond_loopback_needs_a_token() {
+    let open = format!("[admin]\nlisten = \"0.0.0.0:9901\"\n{BASE}");
+    assert_eq!(paths(&open), ["admin.token"]);
+    assert!(errors(&open)[0].contains("beyond loopback"), "{:?}", errors(&open));
+    let empty = format!("[admin]\nlisten = \"10.0.0.5:9901\"\ntoken = \"\"\n{BASE}");
+    assert_eq!(paths(&empty), ["admin.token"], "an empty token is no token");
+    let with_token = format!("[admin]\nlisten = \"0.0.0.0:9901\"\ntoken = \"s3cret\"\n{BASE}");
+    let admin = parse(&with_token).unwrap().admin;
+    assert!(!format!("{admin:?}").contains("s3cret"), "the token is never shown");
+    for loopback in ["127.0.0.1:9901", "[::1]:9901", "127.0.0.2:0"] {
+        assert!(parse(&format!("[admin]\nlisten = \"{loopback}\"\n{BASE}")).is_ok(), "{loopback}");
+    }
 }

@@ -174,7 +174,19 @@ fn available_cores() -> usize {
 fn admin(raw: Option<RawAdmin>, sink: &mut Sink) -> Option<AdminConfig> {
     let raw = raw?;
     let listen = listen(sink, "admin.listen", raw.listen.as_deref(), DEFAULT_ADMIN_LISTEN);
-    Some(AdminConfig { listen: listen?, token: non_empty(raw.token) })
+    let token = non_empty(raw.token);
+    // The admin API forces breakers, reloads and purges: reachable beyond
+    // this host, it must not be open to whoever can connect.
+    if let (Some(addr), None) = (listen, &token) {
+        if !addr.ip().is_loopback() {
+            sink.push(
+                "admin.token",
+                format!("required when admin.listen is beyond loopback ({addr}): set token = \"${{MOSAIC_ADMIN_TOKEN}}\" or listen on 127.0.0.1"),
+            );
+            return None;
+        }
+    }
+    Some(AdminConfig { listen: listen?, token })
 }
 
 fn consul(raw: RawConsul, sink: &mut Sink) -> Option<ConsulConfig> {
