@@ -11,7 +11,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::redis::{
-    command_calls, keys_under, run, unique_prefix, wait_for_keys, RedisServer, SHARED_REDIS,
+    command_calls, keys_under, page_with_shared_tier, run, unique_prefix, wait_for_keys,
+    RedisServer, SHARED_REDIS,
 };
 use support::*;
 
@@ -20,32 +21,8 @@ use support::*;
 const NO_HEADERS: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 fn replica_config(redis: &str, prefix: &str, product: &FakeBackend, price: &FakeBackend) -> String {
-    format!(
-        "{LISTEN_ANY}
-[redis]
-url = \"{redis}\"
-prefix = \"{prefix}\"
-timeout = \"200ms\"
-
-[defaults]
-timeout = \"200ms\"
-retries = 0
-{}{}
-[[routes]]
-path = \"/products/{{id}}\"
-deadline = \"600ms\"
-sections = [
-  {{ name = \"product\", backend = \"catalog\", path = \"/products/{{id}}\", required = true }},
-  {{ name = \"price\", backend = \"pricing\", path = \"/prices/{{id}}\" }},
-]
-",
-        backend("catalog", &[product.address()], ""),
-        backend(
-            "pricing",
-            &[price.address()],
-            "cache = { ttl = \"400ms\", stale_if_error = \"1h\" }"
-        ),
-    )
+    let cache = "ttl = \"400ms\", stale_if_error = \"1h\"";
+    page_with_shared_tier(LISTEN_ANY, redis, prefix, product, price, cache)
 }
 
 /// Waits until the gateway's shared tier is connected (`/admin/redis`).

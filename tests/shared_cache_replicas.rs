@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::process::{http, write_config, MosaicProcess};
-use support::redis::{unique_prefix, SHARED_REDIS};
-use support::{backend, FakeBackend, Reply};
+use support::redis::{page_with_shared_tier, unique_prefix, SHARED_REDIS};
+use support::{FakeBackend, Reply};
 
 fn shop(
     listen: &str,
@@ -23,40 +23,11 @@ fn shop(
     product: &FakeBackend,
     price: &FakeBackend,
 ) -> String {
-    format!(
-        "[server]
-listen = \"{listen}\"
-workers = 1
-reuse_port = true
-shutdown_grace = \"5s\"
-
-[admin]
-listen = \"{admin}\"
-
-[redis]
-url = \"{SHARED_REDIS}\"
-prefix = \"{prefix}\"
-timeout = \"200ms\"
-
-[defaults]
-timeout = \"200ms\"
-retries = 0
-{}{}
-[[routes]]
-path = \"/products/{{id}}\"
-deadline = \"600ms\"
-sections = [
-  {{ name = \"product\", backend = \"catalog\", path = \"/products/{{id}}\", required = true }},
-  {{ name = \"price\", backend = \"pricing\", path = \"/prices/{{id}}\" }},
-]
-",
-        backend("catalog", &[product.address()], ""),
-        backend(
-            "pricing",
-            &[price.address()],
-            "cache = { ttl = \"60s\", stale_if_error = \"1h\" }"
-        ),
-    )
+    let head = format!(
+        "[server]\nlisten = \"{listen}\"\nworkers = 1\nreuse_port = true\nshutdown_grace = \"5s\"\n\n[admin]\nlisten = \"{admin}\"\n"
+    );
+    let cache = "ttl = \"60s\", stale_if_error = \"1h\"";
+    page_with_shared_tier(&head, SHARED_REDIS, prefix, product, price, cache)
 }
 
 fn free_port() -> u16 {

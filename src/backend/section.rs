@@ -116,18 +116,7 @@ impl Backend {
             return CacheStep::Call { stale: None };
         };
         let stale = match cache.lookup_at(key, started) {
-            Lookup::Fresh(entry) => {
-                self.stats.cache_hit();
-                return CacheStep::Served(SectionReply {
-                    source: Source::Cache,
-                    status: Some(entry.status),
-                    body: Some(entry.body.clone()),
-                    error: None,
-                    age: Some(started.saturating_duration_since(entry.fetched_at)),
-                    tier: self.shared.as_ref().map(|_| Tier::Local),
-                    elapsed: started.elapsed(),
-                });
-            }
+            Lookup::Fresh(entry) => return CacheStep::Served(self.local_hit(&entry, started)),
             Lookup::Stale(entry) => Some(entry),
             Lookup::Miss => None,
         };
@@ -137,6 +126,24 @@ impl Backend {
         }
         self.stats.cache_miss();
         CacheStep::Call { stale }
+    }
+
+    /// A section served from a fresh local entry (counted as a hit).
+    pub(super) fn local_hit(
+        &self,
+        entry: &cache::CachedResponse,
+        started: Instant,
+    ) -> SectionReply {
+        self.stats.cache_hit();
+        SectionReply {
+            source: Source::Cache,
+            status: Some(entry.status),
+            body: Some(entry.body.clone()),
+            error: None,
+            age: Some(started.saturating_duration_since(entry.fetched_at)),
+            tier: self.shared.as_ref().map(|_| Tier::Local),
+            elapsed: started.elapsed(),
+        }
     }
 
     /// The rest of a section's call after [`Backend::consult_cache`] said to

@@ -130,16 +130,7 @@ impl Backend {
     ) -> CacheStep {
         if let Some(cache) = &self.cache {
             if let Lookup::Fresh(entry) = cache.lookup(key) {
-                self.stats.cache_hit();
-                return CacheStep::Served(SectionReply {
-                    source: Source::Cache,
-                    status: Some(entry.status),
-                    body: Some(entry.body.clone()),
-                    error: None,
-                    age: Some(entry.fetched_at.elapsed()),
-                    tier: Some(Tier::Local),
-                    elapsed: asked.elapsed(),
-                });
+                return CacheStep::Served(self.local_hit(&entry, asked));
             }
         }
         self.stats.cache_miss();

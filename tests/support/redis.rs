@@ -8,6 +8,44 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::{backend, FakeBackend};
+
+/// The product page of the shared-tier tests: `head` (the `[server]` and
+/// `[admin]` tables), `[redis]` at `redis` under `prefix`, a required
+/// catalog section and a pricing section cached with `cache` (the inside of
+/// its `cache = { ... }`).
+pub fn page_with_shared_tier(
+    head: &str,
+    redis: &str,
+    prefix: &str,
+    product: &FakeBackend,
+    price: &FakeBackend,
+    cache: &str,
+) -> String {
+    format!(
+        "{head}
+[redis]
+url = \"{redis}\"
+prefix = \"{prefix}\"
+timeout = \"200ms\"
+
+[defaults]
+timeout = \"200ms\"
+retries = 0
+{}{}
+[[routes]]
+path = \"/products/{{id}}\"
+deadline = \"600ms\"
+sections = [
+  {{ name = \"product\", backend = \"catalog\", path = \"/products/{{id}}\", required = true }},
+  {{ name = \"price\", backend = \"pricing\", path = \"/prices/{{id}}\" }},
+]
+",
+        backend("catalog", &[product.address()], ""),
+        backend("pricing", &[price.address()], &format!("cache = {{ {cache} }}")),
+    )
+}
+
 /// The machine's Redis (`.ci/run` starts it).
 pub const SHARED_REDIS: &str = "redis://127.0.0.1:6379/0";
 
