@@ -140,23 +140,25 @@ async fn shared_sections<T: Transport>(
     // section whose tier were another's would skip the lookup, not ask the
     // wrong Redis.
     let tier = asks.iter().find_map(|a| a.section.backend.shared()).map(|s| s.tier().clone());
-    let keys: Vec<Vec<u8>> = asks
+    let keys: Vec<Option<Vec<u8>>> = asks
         .iter()
         .map(|ask| match (ask.section.backend.shared(), &ask.spec.cache_key, &tier) {
-            (Some(slot), Some(key), Some(tier)) if Arc::ptr_eq(slot.tier(), tier) => slot.key(key),
-            _ => Vec::new(),
+            (Some(slot), Some(key), Some(tier)) if Arc::ptr_eq(slot.tier(), tier) => {
+                Some(slot.key(key))
+            }
+            _ => None,
         })
         .collect();
-    let asked_keys: Vec<Vec<u8>> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+    let wanted: Vec<&[u8]> = keys.iter().flatten().map(Vec::as_slice).collect();
     let mut found = match &tier {
-        Some(tier) => tier.get_many(&asked_keys, deadline).await.into_iter(),
+        Some(tier) => tier.get_many(&wanted, deadline).await.into_iter(),
         None => Vec::new().into_iter(),
     };
     let mut out = Vec::with_capacity(asks.len());
     let mut waiting = Vec::with_capacity(asks.len());
     let mut calls = Vec::with_capacity(asks.len());
     for (ask, key) in asks.into_iter().zip(&keys) {
-        let value = if key.is_empty() { None } else { found.next().flatten() };
+        let value = if key.is_some() { found.next().flatten() } else { None };
         let backend = &ask.section.backend;
         let step = match &ask.spec.cache_key {
             Some(local_key) => backend.adopt_shared(local_key, value, ask.stale, asked),

@@ -448,3 +448,44 @@ async fn a_paused_redis_opens_the_tiers_breaker() {
     wait_redis_up(&gateway, true).await;
     gateway.stop(false).await;
 }
+
+/// Something on the Redis port that is not Redis (it answers every read
+/// with junk, or accepts and never answers): pages stay whole and on time,
+/// the tier is never taken as connected, no page waits on it.
+#[actix_rt::test]
+async fn a_redis_port_that_answers_junk_or_nothing_is_never_trusted() {
+    use std::io::{Read, Write};
+    for junk in [Some(&b"HTTP/1.1 200 OK\r\n\r\n$99999999999\r\n<html>"[..]), None] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("redis://{}/0", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut stream = stream;
+                    let mut buf = [0u8; 4096];
+                    while let Ok(n) = stream.read(&mut buf) {
+                        if n == 0 {
+                            return;
+                        }
+                        if let Some(junk) = junk {
+                            let _ = stream.write_all(junk);
+                        }
+                    }
+                });
+            }
+        });
+        let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
+        let price = FakeBackend::start(Reply::ok(r#"{"amount":5}"#));
+        let gateway = start_gateway(&replica_config(&url, "mosaic:", &product, &price)).await;
+        for id in 0..5 {
+            let page = get(gateway.addr, &format!("/products/{id}")).await;
+            assert_eq!(page.json()["_mosaic"]["complete"], true);
+            assert!(page.elapsed < Duration::from_millis(650), "{:?}", page.elapsed);
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let status = get(gateway.admin_addr, "/admin/redis").await.json()["redis"].clone();
+        assert_eq!(status["up"], false, "junk={}: {status}", junk.is_some());
+        assert_eq!(status["connects"], 0, "{status}");
+        gateway.stop(false).await;
+    }
+}

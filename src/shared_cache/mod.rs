@@ -223,14 +223,14 @@ impl SharedTier {
     /// Reads `keys` in one round trip (`MGET`), waiting until `until` at
     /// the latest (and never more than `timeout`). One value per key, in
     /// order; every one `None` when Redis could not answer.
-    pub async fn get_many(&self, keys: &[Vec<u8>], until: Instant) -> Vec<Option<Bytes>> {
+    pub async fn get_many(&self, keys: &[&[u8]], until: Instant) -> Vec<Option<Bytes>> {
         let mut values = vec![None; keys.len()];
         if keys.is_empty() {
             return values;
         }
         let mut mget = redis::cmd("MGET");
         for key in keys {
-            mget.arg(key.as_slice());
+            mget.arg(*key);
         }
         let until = until.min(Instant::now() + self.config.timeout);
         match self.run(&mget, until).await {
@@ -330,11 +330,10 @@ impl SharedTier {
         }
     }
 
-    /// One command through the breaker.
+    /// One command whose outcome feeds the breaker. Callers asked
+    /// [`SharedTier::usable`] first (a page when it chose to ask, a write
+    /// before it was spawned), which is the breaker's permission.
     async fn run(&self, cmd: &Cmd, until: Instant) -> Result<Value, RedisError> {
-        if !self.breaker.is_call_permitted() {
-            return Err(RedisError::Connection);
-        }
         let result = self.run_unguarded(cmd, until).await;
         match result {
             // An error reply is Redis answering: not a reason to stop asking.
