@@ -489,3 +489,44 @@ async fn a_redis_port_that_answers_junk_or_nothing_is_never_trusted() {
         gateway.stop(false).await;
     }
 }
+
+/// A reload that removes `[redis]` rebuilds the cached backends without the
+/// shared tier (no `tier` in their meta); one that adds it back gives it to
+/// them again; an unchanged `[redis]` keeps the cache as it was.
+#[actix_rt::test]
+async fn reloads_add_and_remove_the_shared_tier() {
+    let prefix = unique_prefix("reload");
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"1"}"#));
+    let price = FakeBackend::start(Reply::ok(r#"{"amount":5}"#));
+    let with = replica_config(SHARED_REDIS, &prefix, &product, &price);
+    let redis_table =
+        format!("[redis]\nurl = \"{SHARED_REDIS}\"\nprefix = \"{prefix}\"\ntimeout = \"200ms\"\n");
+    assert!(with.contains(&redis_table));
+    let without = with.replace(&redis_table, "");
+    let (gateway, file) = start_gateway_from_file(&with).await;
+    wait_redis_up(&gateway, true).await;
+    let tier_of_second_page = |id: u32| async move {
+        get(gateway.addr, &format!("/products/{id}")).await;
+        get(gateway.addr, &format!("/products/{id}")).await.meta("price").get("tier").cloned()
+    };
+    assert_eq!(tier_of_second_page(1).await, Some("local".into()));
+    let reload = || async { admin(gateway.admin_addr, "POST", "/admin/reload", None, None).await };
+    std::fs::write(file.path(), &with).unwrap();
+    assert_eq!(reload().await.status, 200);
+    let kept = get(gateway.addr, "/products/1").await;
+    assert_eq!(kept.meta("price")["source"], "cache", "unchanged [redis]: the cache is kept");
+
+    std::fs::write(file.path(), &without).unwrap();
+    assert_eq!(reload().await.status, 200);
+    assert_eq!(
+        get(gateway.admin_addr, "/admin/redis").await.json()["redis"],
+        serde_json::Value::Null
+    );
+    assert_eq!(tier_of_second_page(2).await, None, "no shared tier, no tier label");
+
+    std::fs::write(file.path(), &with).unwrap();
+    assert_eq!(reload().await.status, 200);
+    wait_redis_up(&gateway, true).await;
+    assert_eq!(tier_of_second_page(3).await, Some("local".into()));
+    gateway.stop(false).await;
+}

@@ -150,7 +150,8 @@ impl Runtime {
         let kept_tier = reuse
             .filter(|old| old.config.redis == config.redis)
             .and_then(|old| old.shared_tier.clone());
-        let same_tier = kept_tier.is_some() || config.redis.is_none();
+        // `[redis]` as it was (set or not): a cached backend keeps its tier.
+        let same_tier = reuse.is_some_and(|old| old.config.redis == config.redis);
         let tier = kept_tier
             .or_else(|| config.redis.as_ref().map(|redis| SharedTier::start(redis, control)));
         let broker =
@@ -164,7 +165,6 @@ impl Runtime {
                     && (same_broker || backend_config.amqp.is_none())
                     // A cached backend holds the tier it was built with.
                     && (same_tier || backend_config.cache.is_none())
-                    && old.backend.shared().is_some() == (tier.is_some() && backend_config.cache.is_some_and(|c| c.shared))
             });
             let handle = match kept {
                 Some(old) => old.clone(),
