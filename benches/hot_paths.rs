@@ -259,9 +259,15 @@ fn bookkeeping(c: &mut Criterion) {
                 let raw = route.config.template.match_path("/products/42").unwrap_or_default();
                 let params = raw.decode().unwrap_or_default();
                 let arrived = tokio::time::Instant::now();
-                let (page, _) =
-                    compose_via(route, &params, &request_headers, &per_request, arrived, &answer)
-                        .await;
+                let (page, _) = compose_via(
+                    route,
+                    &params,
+                    mosaic::coordinator::RequestHeaders::plain(&request_headers),
+                    &per_request,
+                    arrived,
+                    &answer,
+                )
+                .await;
                 page.body.len()
             })
         })

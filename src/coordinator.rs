@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 use crate::backend::cache::CachedResponse;
 use crate::backend::{CacheStep, CallSpec, FetchError, Network, Transport};
+use crate::edge::guard::Identity;
 use crate::gateway::runtime::{RouteRuntime, SectionRuntime};
 use crate::page::{self, Page, SectionReply, Source, Tier};
 use crate::template::Params;
@@ -31,18 +32,36 @@ use crate::template::Params;
 pub async fn compose(
     route: &RouteRuntime,
     params: &Params<'_>,
-    request_headers: &HeaderMap,
+    request_headers: RequestHeaders<'_>,
     per_request: &[(HeaderName, HeaderValue)],
     arrived: Instant,
 ) -> (Page, Vec<SectionReply>) {
     compose_via(route, params, request_headers, per_request, arrived, &Network).await
 }
 
+/// The request headers sections may forward: the client's, with the
+/// identity headers (`x-consumer`, ...) as the gate set them, when a gate
+/// ran.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHeaders<'a> {
+    /// The client's headers.
+    pub client: &'a HeaderMap,
+    /// The gate's identity headers, which replace the client's copies.
+    pub identity: Option<&'a Identity<'a>>,
+}
+
+impl<'a> RequestHeaders<'a> {
+    /// The client's headers, no gate.
+    pub fn plain(client: &'a HeaderMap) -> Self {
+        RequestHeaders { client, identity: None }
+    }
+}
+
 /// [`compose`] over a given transport (see [`Transport`]).
 pub async fn compose_via<T: Transport>(
     route: &RouteRuntime,
     params: &Params<'_>,
-    request_headers: &HeaderMap,
+    request_headers: RequestHeaders<'_>,
     per_request: &[(HeaderName, HeaderValue)],
     arrived: Instant,
     transport: &T,
@@ -195,14 +214,25 @@ async fn shared_sections<T: Transport>(
 fn call_spec(
     section: &SectionRuntime,
     params: &Params<'_>,
-    request_headers: &HeaderMap,
+    request_headers: RequestHeaders<'_>,
     per_request: &[(HeaderName, HeaderValue)],
 ) -> CallSpec {
     let path = section.template.render(params);
     let mut headers = Vec::with_capacity(per_request.len() + section.forward_headers.len());
     for name in &section.forward_headers {
-        for value in request_headers.get_all(name) {
-            headers.push((name.clone(), value.clone()));
+        match request_headers.identity {
+            // An identity header comes from the gate, never from the
+            // client: it is in the cache key with mosaic's value.
+            Some(identity) if identity.is_reserved(name) => {
+                for value in identity.values(name) {
+                    headers.push((name.clone(), value.clone()));
+                }
+            }
+            _ => {
+                for value in request_headers.client.get_all(name) {
+                    headers.push((name.clone(), value.clone()));
+                }
+            }
         }
     }
     // The key covers the forwarded headers only: request id and trace

@@ -11,11 +11,12 @@
 //! - `raw.rs`: serde structs and the per-unit deserializer that collects errors;
 //! - `merge.rs`: `[defaults]` into each backend;
 //! - `validate.rs`: the pipeline, `[server]`, `[admin]`, `[discovery]`;
-//! - `backend.rs`, `breaker.rs`, `routes.rs`: the rest of the file;
+//! - `backend.rs`, `breaker.rs`, `routes.rs`, `auth.rs`: the rest of the file;
 //! - `fields.rs`, `units.rs`: single values (durations, sizes, ranges);
 //! - `sink.rs`: error collection and TOML paths; `summary.rs`: `mosaic check`'s output.
 
 mod amqp;
+mod auth;
 mod backend;
 mod breaker;
 mod env;

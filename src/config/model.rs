@@ -69,6 +69,8 @@ pub struct Config {
     pub amqp: Option<AmqpConfig>,
     /// `[redis]`: the shared cache tier, when present.
     pub redis: Option<RedisConfig>,
+    /// `[auth]`: API keys and consumers, when present.
+    pub auth: Option<AuthConfig>,
     /// `[backends.NAME]`, defaults merged in, by name (sorted).
     pub backends: BTreeMap<String, Arc<BackendConfig>>,
     /// `[[routes]]`, composed pages, in file order.
@@ -99,6 +101,8 @@ pub struct ServerConfig {
     /// Bind the listeners with `SO_REUSEPORT`, so that a new process can
     /// listen on the same addresses while this one drains (rolling restarts).
     pub reuse_port: bool,
+    /// `trusted_proxies`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<TrustedNet>,
 }
 
 /// `[admin]`.
@@ -341,6 +345,8 @@ pub struct RouteConfig {
     pub deadline: Duration,
     /// Sections in file order.
     pub sections: Vec<SectionConfig>,
+    /// Who may ask for it, and how often.
+    pub access: AccessConfig,
 }
 
 /// One section of a composed page.
@@ -369,4 +375,160 @@ pub struct ProxyConfig {
     pub backend: String,
     /// Replaces the prefix; `None` keeps the path as it is.
     pub rewrite: Option<String>,
+    /// Who may call it, and how often.
+    pub access: AccessConfig,
+}
+
+/// `[auth]`: who may call which route (SPEC.md, "Edge security").
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// The `auth` of a route or proxy that does not say.
+    pub default: AuthKind,
+    /// The request header an API key is read from (lowercase); never the
+    /// query string, which ends up in logs.
+    pub key_header: String,
+    /// `[[auth.consumers]]`, in file order.
+    pub consumers: Vec<Arc<ConsumerConfig>>,
+}
+
+/// A route's `auth`: which credential it asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthKind {
+    /// Anyone (identity headers are still cleaned).
+    None,
+    /// An API key of a consumer.
+    Key,
+    /// A bearer JWT.
+    Jwt,
+    /// Either.
+    KeyOrJwt,
+}
+
+impl AuthKind {
+    /// The word used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthKind::None => "none",
+            AuthKind::Key => "key",
+            AuthKind::Jwt => "jwt",
+            AuthKind::KeyOrJwt => "key_or_jwt",
+        }
+    }
+
+    /// Whether an API key is accepted.
+    pub fn takes_key(self) -> bool {
+        matches!(self, AuthKind::Key | AuthKind::KeyOrJwt)
+    }
+
+    /// Whether a bearer JWT is accepted.
+    pub fn takes_jwt(self) -> bool {
+        matches!(self, AuthKind::Jwt | AuthKind::KeyOrJwt)
+    }
+}
+
+/// One `[[auth.consumers]]`: a calling application.
+#[derive(Clone, PartialEq)]
+pub struct ConsumerConfig {
+    /// Its name: the `x-consumer` services see and the access log's `consumer`.
+    pub name: String,
+    /// SHA-256 of each of its keys (`keys` are hashed when the file is
+    /// read, `key_sha256` are taken as written): the keys themselves are
+    /// not kept. Never shown (see `Debug`).
+    pub key_digests: Vec<[u8; 32]>,
+    /// Its own limit, across every route it calls.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+impl std::fmt::Debug for ConsumerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerConfig")
+            .field("name", &self.name)
+            .field("keys", &self.key_digests.len())
+            .field("rate_limit", &self.rate_limit)
+            .finish()
+    }
+}
+
+/// `rate_limit = { requests, per, burst, by, policy }`: GCRA, `requests`
+/// per `per` sustained and `burst` more at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// Requests allowed per `per`.
+    pub requests: u32,
+    /// The period `requests` is counted over.
+    pub per: Duration,
+    /// Requests allowed beyond the steady rate, at once.
+    pub burst: u32,
+    /// Whose requests share a bucket.
+    pub by: LimitBy,
+    /// Where the buckets are kept.
+    pub policy: LimitPolicy,
+}
+
+/// `rate_limit.by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitBy {
+    /// One bucket per consumer (anonymous callers: per client IP).
+    Consumer,
+    /// One bucket per client IP.
+    Ip,
+}
+
+/// `rate_limit.policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitPolicy {
+    /// Per replica, in memory.
+    Local,
+    /// One limit across replicas, in `[redis]` (local when Redis is down).
+    Redis,
+}
+
+/// What a route or proxy asks of its callers: `auth`, `scopes`, `rate_limit`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessConfig {
+    /// The credential asked for.
+    pub auth: AuthKind,
+    /// JWT scopes the caller needs, all of them.
+    pub scopes: Vec<String>,
+    /// The route's own limit.
+    pub rate_limit: Option<RateLimitConfig>,
+}
+
+impl AccessConfig {
+    /// Open to anyone, unlimited (a file without `[auth]`).
+    pub const OPEN: AccessConfig =
+        AccessConfig { auth: AuthKind::None, scopes: Vec::new(), rate_limit: None };
+}
+
+/// One `server.trusted_proxies` entry: an address block whose
+/// `X-Forwarded-For` is believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedNet {
+    /// The block's first address.
+    pub network: std::net::IpAddr,
+    /// Its prefix length in bits.
+    pub prefix: u8,
+}
+
+impl TrustedNet {
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as
+    /// its IPv4 address).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
 }

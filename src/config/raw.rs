@@ -30,6 +30,7 @@ pub(crate) struct RawServer {
     pub keep_alive: Option<toml::Value>,
     pub shutdown_grace: Option<toml::Value>,
     pub reuse_port: Option<bool>,
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[admin]`.
@@ -148,6 +149,9 @@ pub(crate) struct RawRoute {
     pub path: Option<String>,
     pub deadline: Option<toml::Value>,
     pub sections: Option<toml::Value>,
+    pub auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub rate_limit: Option<RawRateLimit>,
 }
 
 /// One entry of a route's `sections`.
@@ -168,6 +172,40 @@ pub(crate) struct RawProxy {
     pub prefix: Option<String>,
     pub backend: Option<String>,
     pub rewrite: Option<String>,
+    pub auth: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `[auth]`; its consumers are deserialized one by one.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAuth {
+    pub default: Option<String>,
+    pub key_header: Option<String>,
+    pub consumers: Option<toml::Value>,
+    pub jwt: Option<toml::Value>,
+}
+
+/// One `[[auth.consumers]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConsumer {
+    pub name: Option<String>,
+    pub keys: Option<Vec<String>>,
+    pub key_sha256: Option<Vec<String>>,
+    pub rate_limit: Option<RawRateLimit>,
+}
+
+/// `rate_limit = { requests, per, burst, by, policy }`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRateLimit {
+    pub requests: Option<i64>,
+    pub per: Option<toml::Value>,
+    pub burst: Option<i64>,
+    pub by: Option<String>,
+    pub policy: Option<String>,
 }
 
 /// Deserializes one unit (a table such as `[server]` or one route) at

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 
+use super::auth::{access, AccessContext};
 use super::backend::{is_name, NAME_RULE};
 use super::fields::{positive_duration, required};
 use super::model::{ProxyConfig, RouteConfig, SectionConfig};
@@ -53,6 +54,7 @@ fn array_of_tables(value: Option<toml::Value>, name: &str, sink: &mut Sink) -> V
 pub(crate) fn routes(
     value: Option<toml::Value>,
     backends: &Backends<'_>,
+    access_context: &AccessContext,
     sink: &mut Sink,
 ) -> Vec<Arc<RouteConfig>> {
     let mut valid = Vec::new();
@@ -84,10 +86,11 @@ pub(crate) fn routes(
                 .and_then(|v| positive_duration(sink, &deadline_path, v));
         let params = template.as_ref().map(|(_, t)| t.params());
         let sections = sections(&path, raw.sections, params, backends, sink);
-        if let (Some((route, template)), Some(deadline), Some(sections)) =
-            (template, deadline, sections)
+        let access = access(sink, &path, raw.auth, raw.scopes, raw.rate_limit, access_context);
+        if let (Some((route, template)), Some(deadline), Some(sections), Some(access)) =
+            (template, deadline, sections, access)
         {
-            valid.push(Arc::new(RouteConfig { path: route, template, deadline, sections }));
+            valid.push(Arc::new(RouteConfig { path: route, template, deadline, sections, access }));
         }
     }
     valid
@@ -230,6 +233,7 @@ fn headers(path: &str, raw: Option<Vec<String>>, sink: &mut Sink) -> Option<Vec<
 pub(crate) fn proxies(
     value: Option<toml::Value>,
     backends: &Backends<'_>,
+    access_context: &AccessContext,
     sink: &mut Sink,
 ) -> Vec<Arc<ProxyConfig>> {
     let mut valid = Vec::new();
@@ -258,8 +262,11 @@ pub(crate) fn proxies(
             }
             None => Some(None),
         };
-        if let (Some(prefix), Some(backend), Some(rewrite)) = (prefix, backend, rewrite) {
-            valid.push(Arc::new(ProxyConfig { prefix, backend, rewrite }));
+        let access = access(sink, &path, raw.auth, raw.scopes, raw.rate_limit, access_context);
+        if let (Some(prefix), Some(backend), Some(rewrite), Some(access)) =
+            (prefix, backend, rewrite, access)
+        {
+            valid.push(Arc::new(ProxyConfig { prefix, backend, rewrite, access }));
         }
     }
     valid

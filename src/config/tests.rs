@@ -484,3 +484,116 @@ fn an_admin_listener_beyond_loopback_needs_a_token() {
         assert!(parse(&format!("[admin]\nlisten = \"{loopback}\"\n{BASE}")).is_ok(), "{loopback}");
     }
 }
+
+/// `BASE` with `[auth]` and its consumers prepended and `extra` keys in its route.
+fn with_auth(auth: &str, route_keys: &str) -> String {
+    BASE.replacen("deadline = \"250ms\"", &format!("deadline = \"250ms\"\n{route_keys}"), 1)
+        + "\n"
+        + auth
+}
+
+const CONSUMERS: &str = r#"
+[auth]
+[[auth.consumers]]
+name = "mobile-app"
+keys = ["mobile-key-0123456789"]
+rate_limit = { requests = 100, per = "1s", burst = 20 }
+"#;
+
+#[test]
+fn consumers_keep_digests_and_routes_their_access() {
+    let text = with_auth(
+        CONSUMERS,
+        r#"auth = "key"
+rate_limit = { requests = 50, per = "1s", burst = 10, by = "ip" }"#,
+    );
+    let config = parse(&text).unwrap();
+    let auth = config.auth.as_ref().unwrap();
+    assert_eq!(auth.key_header, "x-api-key");
+    assert_eq!(auth.default, AuthKind::None);
+    let consumer = &auth.consumers[0];
+    assert_eq!(consumer.name, "mobile-app");
+    let digest: [u8; 32] = sha2::Sha256::digest(b"mobile-key-0123456789").into();
+    assert_eq!(consumer.key_digests, [digest]);
+    assert!(!format!("{consumer:?}").contains("mobile-key"), "no key in Debug");
+    let route = &config.routes[0].access;
+    assert_eq!(route.auth, AuthKind::Key);
+    let limit = route.rate_limit.unwrap();
+    assert_eq!((limit.requests, limit.per, limit.burst), (50, Duration::from_secs(1), 10));
+    assert_eq!((limit.by, limit.policy), (LimitBy::Ip, LimitPolicy::Local));
+    // Without [auth] nothing changes: every route is open.
+    assert_eq!(parse(BASE).unwrap().routes[0].access, AccessConfig::OPEN);
+}
+
+use sha2::Digest as _;
+
+#[test]
+fn auth_mistakes_are_named_by_path() {
+    let two_with_one_key = r#"
+[auth]
+key_header = "host"
+[[auth.consumers]]
+name = "a"
+keys = ["same-key-0123456789"]
+[[auth.consumers]]
+name = "a"
+keys = ["same-key-0123456789", "short"]
+key_sha256 = ["zz"]
+rate_limit = { requests = 0, per = "1s", by = "ip" }
+"#;
+    let mut reported_paths = paths(&with_auth(two_with_one_key, ""));
+    reported_paths.sort();
+    assert_eq!(
+        reported_paths,
+        [
+            "auth.consumers[1].key_sha256[0]",
+            "auth.consumers[1].keys[0]",
+            "auth.consumers[1].keys[1]",
+            "auth.consumers[1].name",
+            "auth.consumers[1].rate_limit.by",
+            "auth.consumers[1].rate_limit.requests",
+            "auth.key_header",
+        ]
+    );
+    let reported = errors(&with_auth(two_with_one_key, ""));
+    assert!(reported.iter().all(|e| !e.contains("same-key")), "no key is quoted: {reported:?}");
+    assert!(reported.iter().any(|e| e.contains("the same key as auth.consumers[0].keys[0]")));
+    // A route asking for keys nobody holds, unknown words, redis without [redis].
+    assert_eq!(
+        errors(&with_auth("", r#"auth = "key""#)),
+        ["routes[0].auth: auth = \"key\" needs [[auth.consumers]] with keys"]
+    );
+    let mut route_paths = paths(&with_auth(
+        CONSUMERS,
+        r#"auth = "keys"
+scopes = ["orders:read"]
+rate_limit = { requests = 5, per = "0s", policy = "redis", by = "user" }"#,
+    ));
+    route_paths.sort();
+    assert_eq!(
+        route_paths,
+        [
+            "routes[0].auth",
+            "routes[0].rate_limit.by",
+            "routes[0].rate_limit.per",
+            "routes[0].rate_limit.policy",
+        ]
+    );
+    assert_eq!(
+        errors(&with_auth(CONSUMERS, r#"scopes = ["orders:read"]"#)),
+        ["routes[0].scopes: scopes need auth = \"jwt\" (an API key carries no scopes)"]
+    );
+    assert_eq!(paths(&with_auth("[auth.jwt]\nsecret = \"x\"\n", "")), ["auth.jwt"]);
+}
+
+#[test]
+fn trusted_proxies_are_addresses_or_blocks() {
+    let text = format!(
+        "[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\", \"fd00::/8\"]\n{BASE}"
+    );
+    let config = parse(&text).unwrap();
+    assert_eq!(config.server.trusted_proxies.len(), 3);
+    assert!(config.server.trusted_proxies[0].contains("10.9.8.7".parse().unwrap()));
+    let text = format!("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n{BASE}");
+    assert_eq!(paths(&text), ["server.trusted_proxies[1]"]);
+}

@@ -4,20 +4,32 @@
 
 use std::time::Duration;
 
+use super::auth::{trusted_proxies, AccessContext};
 use super::backend::backends;
 use super::env::expand_table;
 use super::error::ConfigErrors;
 use super::fields::{at_most, duration_or, int_in, listen, non_empty, positive_size, required};
 use super::model::*;
 use super::raw::{
-    deserialize_unit, unknown_key, RawAdmin, RawAmqp, RawConsul, RawDiscovery, RawRedis, RawServer,
+    deserialize_unit, unknown_key, RawAdmin, RawAmqp, RawAuth, RawConsul, RawDiscovery, RawRedis,
+    RawServer,
 };
 use super::routes::{proxies, routes, Backends};
 use super::sink::{key_path, Sink};
 
 /// The tables a config file may have.
-const TOP_LEVEL: &[&str] =
-    &["server", "admin", "discovery", "amqp", "redis", "defaults", "backends", "routes", "proxy"];
+const TOP_LEVEL: &[&str] = &[
+    "server",
+    "admin",
+    "discovery",
+    "amqp",
+    "redis",
+    "auth",
+    "defaults",
+    "backends",
+    "routes",
+    "proxy",
+];
 
 /// Longest Consul blocking-query wait Consul itself accepts.
 const MAX_CONSUL_WAIT: Duration = Duration::from_secs(600);
@@ -64,6 +76,26 @@ pub(crate) fn validate(
         }
         false => Some(None),
     };
+    let has_redis = table.contains_key("redis");
+    let auth = match table.contains_key("auth") {
+        true => {
+            let raw: Option<RawAuth> = unit(&mut table, "auth", &mut sink);
+            let auth = raw.and_then(|raw| super::auth::auth(raw, has_redis, &mut sink));
+            if auth.is_none() {
+                // Routes that ask for keys are not reported again.
+                sink.poison("auth");
+            }
+            auth.map(Some)
+        }
+        false => Some(None),
+    };
+    let access = AccessContext {
+        has_consumers: auth
+            .as_ref()
+            .is_some_and(|a| a.as_ref().is_some_and(|a| !a.consumers.is_empty())),
+        has_redis,
+        default: auth.as_ref().and_then(|a| a.as_ref()).map_or(AuthKind::None, |a| a.default),
+    };
     if let (Some(server), Some(admin)) = (&server, &admin) {
         if server.listen == admin.listen && server.listen.port() != 0 {
             sink.push(
@@ -84,13 +116,13 @@ pub(crate) fn validate(
         &mut sink,
     );
     let known = Backends(&names);
-    let routes = routes(table.remove("routes"), &known, &mut sink);
+    let routes = routes(table.remove("routes"), &known, &access, &mut sink);
     super::amqp::sections_need_replies(&routes, &backends, &mut sink);
-    let proxies = proxies(table.remove("proxy"), &known, &mut sink);
+    let proxies = proxies(table.remove("proxy"), &known, &access, &mut sink);
     sink.finish()?;
-    match (server, admin, consul, redis) {
-        (Some(server), Some(admin), Some(consul), Some(redis)) => {
-            Ok(Config { server, admin, consul, amqp, redis, backends, routes, proxies })
+    match (server, admin, consul, redis, auth) {
+        (Some(server), Some(admin), Some(consul), Some(redis), Some(auth)) => {
+            Ok(Config { server, admin, consul, amqp, redis, auth, backends, routes, proxies })
         }
         // Every `None` above pushed an error, so this is unreachable; still
         // an error, never a panic.
@@ -154,6 +186,7 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         raw.shutdown_grace.as_ref(),
         DEFAULT_SHUTDOWN_GRACE,
     );
+    let trusted_proxies = trusted_proxies(sink, raw.trusted_proxies);
     Some(ServerConfig {
         listen: listen?,
         workers: workers?,
@@ -163,6 +196,7 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         keep_alive: keep_alive?,
         shutdown_grace: shutdown_grace?,
         reuse_port: raw.reuse_port.unwrap_or(false),
+        trusted_proxies: trusted_proxies?,
     })
 }
 

@@ -8,8 +8,9 @@ use actix_web::http::{Method, StatusCode};
 use actix_web::{HttpRequest, HttpResponse};
 use tokio::time::Instant;
 
+use super::guard::Identity;
 use super::{error_response, X_MOSAIC_COMPLETE};
-use crate::coordinator;
+use crate::coordinator::{self, RequestHeaders};
 use crate::gateway::runtime::RouteRuntime;
 use crate::template::RawParams;
 
@@ -27,10 +28,11 @@ pub async fn serve(
     req: &HttpRequest,
     route: &RouteRuntime,
     raw: RawParams<'_>,
+    identity: Option<&Identity<'_>>,
     per_request: &[(HeaderName, HeaderValue)],
     arrived: Instant,
 ) -> (HttpResponse, Option<PageLog>) {
-    match serve_page(req, route, raw, per_request, arrived).await {
+    match serve_page(req, route, raw, identity, per_request, arrived).await {
         Ok(served) => served,
         Err(refused) => (refused, None),
     }
@@ -40,6 +42,7 @@ async fn serve_page(
     req: &HttpRequest,
     route: &RouteRuntime,
     raw: RawParams<'_>,
+    identity: Option<&Identity<'_>>,
     per_request: &[(HeaderName, HeaderValue)],
     arrived: Instant,
 ) -> Result<(HttpResponse, Option<PageLog>), HttpResponse> {
@@ -59,8 +62,14 @@ async fn serve_page(
             ))
         }
     };
-    let (page, replies) =
-        coordinator::compose(route, &params, req.headers(), per_request, arrived).await;
+    let (page, replies) = coordinator::compose(
+        route,
+        &params,
+        RequestHeaders { client: req.headers(), identity },
+        per_request,
+        arrived,
+    )
+    .await;
     route.duration.record(arrived.elapsed().as_secs_f64());
     // Built only when the access log will be written.
     let log = crate::telemetry::access::enabled().then(|| {

@@ -8,6 +8,7 @@
 
 pub mod client_headers;
 pub mod compose;
+pub mod guard;
 pub mod proxy;
 pub mod request_body;
 pub mod request_id;
@@ -96,20 +97,51 @@ async fn dispatch(
     let runtime = gateway.runtime();
     let server = &runtime.config.server;
     let path = req.uri().path();
-    let matched_route = runtime
+    let target = match runtime
         .routes
         .iter()
-        .find_map(|route| route.config.template.match_path(path).map(|raw| (route, raw)));
+        .find_map(|route| route.config.template.match_path(path).map(|raw| (route, raw)))
+    {
+        Some((route, raw)) => Target::Page(route, raw),
+        None => match runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path)) {
+            Some(proxy) => Target::Proxy(proxy),
+            None => Target::Unmatched,
+        },
+    };
+    // The gate, when the file asks anything of callers: a refusal is the
+    // answer, counted under the route it was for.
+    let admission = match (&runtime.gate, &target) {
+        (Some(gate), Target::Page(route, _)) => {
+            Some(gate.admit(&req, &client, &route.config.access, route.limiter.as_deref()))
+        }
+        (Some(gate), Target::Proxy(proxy)) => {
+            Some(gate.admit(&req, &client, &proxy.config.access, proxy.limiter.as_deref()))
+        }
+        _ => None,
+    };
+    let (admission, refusal) = match admission {
+        None => (None, None),
+        Some(Ok(admission)) => (Some(admission), None),
+        Some(Err(refusal)) => (None, Some(refusal.into_response())),
+    };
+    let identity = admission.as_ref().map(|a| &a.identity);
+    let consumer = admission.as_ref().and_then(|a| a.consumer).map(|c| &c.name);
     let mut logs_itself = false;
     // `elapsed`: when already read (one clock read serves the proxy
     // duration metric and the access line).
-    let (route_label, counters, mut response, page_log, elapsed) =
-        if let Some((route, raw)) = matched_route {
-            let (response, log) = compose::serve(&req, route, raw, &per_request, arrived).await;
+    let (route_label, counters, mut response, page_log, elapsed) = match (target, refusal) {
+        (Target::Page(route, _), Some(refusal)) => {
+            (route.config.path.as_str(), &route.requests, refusal, None, None)
+        }
+        (Target::Proxy(proxy), Some(refusal)) => {
+            (proxy.config.prefix.as_str(), &proxy.requests, refusal, None, None)
+        }
+        (Target::Page(route, raw), None) => {
+            let (response, log) =
+                compose::serve(&req, route, raw, identity, &per_request, arrived).await;
             (route.config.path.as_str(), &route.requests, response, log, None)
-        } else if let Some(proxy) =
-            runtime.proxies.iter().find(|p| proxy::matches(&p.config.prefix, path))
-        {
+        }
+        (Target::Proxy(proxy), None) => {
             let request = proxy::ProxyRequest {
                 req: &req,
                 client: &client,
@@ -117,22 +149,30 @@ async fn dispatch(
                 request_id: &request_id,
                 trace: &trace,
                 arrived,
+                identity,
+                consumer: consumer.cloned(),
             };
             let proxied = proxy::forward(&request, payload, proxy, server).await;
             let elapsed = arrived.elapsed();
             proxy.duration.record(elapsed.as_secs_f64());
             logs_itself = proxied.logs_itself;
             (proxy.config.prefix.as_str(), &proxy.requests, proxied.response, None, Some(elapsed))
-        } else {
+        }
+        (Target::Unmatched, _) => {
             let response = error_response(StatusCode::NOT_FOUND, "not_found", None);
             ("unmatched", &runtime.unmatched, response, None, None)
-        };
+        }
+    };
+    if let Some(limit) = admission.as_ref().and_then(|a| a.limit.clone()) {
+        limit.apply(&mut response);
+    }
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = response.status().as_u16();
     counters.record(status);
     if telemetry::access::enabled() && !logs_itself {
         let elapsed = elapsed.unwrap_or_else(|| arrived.elapsed());
-        access_log(&req, &request_id, trace.trace_id(), route_label, status, elapsed, page_log);
+        let line = AccessDetails { route: route_label, status, elapsed, page: page_log, consumer };
+        access_log(&req, &request_id, trace.trace_id(), line);
     }
     response
 }
@@ -148,22 +188,39 @@ fn access_log(
     req: &HttpRequest,
     request_id: &HeaderValue,
     trace_id: &str,
-    route: &str,
-    status: u16,
-    elapsed: std::time::Duration,
-    page: Option<compose::PageLog>,
+    line: AccessDetails<'_>,
 ) {
     telemetry::access::write(&telemetry::access::AccessLine {
         request_id: request_id.to_str().unwrap_or("-"),
         trace_id,
         method: req.method().as_str(),
         path: req.uri().path(),
-        route,
-        status,
-        elapsed,
-        page: page.as_ref().map(|p| (p.complete, p.degraded.as_str())),
+        route: line.route,
+        status: line.status,
+        elapsed: line.elapsed,
+        page: line.page.as_ref().map(|p| (p.complete, p.degraded.as_str())),
         body_error: None,
+        consumer: line.consumer.map(|c| &**c),
     });
+}
+
+/// What the edge's access line says beyond the request itself.
+struct AccessDetails<'a> {
+    route: &'a str,
+    status: u16,
+    elapsed: std::time::Duration,
+    page: Option<compose::PageLog>,
+    consumer: Option<&'a Arc<str>>,
+}
+
+/// What a request matched.
+enum Target<'r> {
+    /// A composed route, with its raw path parameters.
+    Page(&'r crate::gateway::runtime::RouteRuntime, crate::template::RawParams<'r>),
+    /// A proxy route.
+    Proxy(&'r crate::gateway::runtime::ProxyRuntime),
+    /// Nothing.
+    Unmatched,
 }
 
 /// A JSON error answered by mosaic itself: `{"error": KIND, "detail": ...}`.

@@ -18,6 +18,7 @@ use crate::backend::Backend;
 use crate::broker::Broker;
 use crate::config::{Config, InstanceSource, ProxyConfig, RouteConfig};
 use crate::discovery;
+use crate::edge::guard::{self, limiter::Limiter, Gate};
 use crate::page::{SectionLabel, Source};
 use crate::shared_cache::SharedTier;
 use crate::template::PathTemplate;
@@ -99,6 +100,8 @@ pub struct RouteRuntime {
     /// `mosaic_pages_complete_total{route}`: pages with every section live
     /// or fresh from cache (the dashboard's complete share).
     pub complete_pages: Counter,
+    /// Its `rate_limit`, when set.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 /// A proxy route, resolved.
@@ -112,6 +115,8 @@ pub struct ProxyRuntime {
     pub duration: Histogram,
     /// `mosaic_requests_total{route,status}` (route = the prefix).
     pub requests: RequestCounters,
+    /// Its `rate_limit`, when set.
+    pub limiter: Option<Arc<Limiter>>,
 }
 
 /// Everything the edge needs, for one configuration.
@@ -133,6 +138,9 @@ pub struct Runtime {
     /// The shared cache tier, when `[redis]` is set (kept across reloads
     /// that leave `[redis]` as it is).
     pub shared_tier: Option<Arc<SharedTier>>,
+    /// API keys, consumers and limits; `None` when the file asks nothing
+    /// of callers (then no request pays for it).
+    pub gate: Option<Arc<Gate>>,
 }
 
 impl Runtime {
@@ -199,14 +207,32 @@ impl Runtime {
             };
             backends.insert(name.clone(), handle);
         }
-        let routes =
-            config.routes.iter().filter_map(|route| build_route(route, &backends)).collect();
+        let previous_route =
+            |path: &str| reuse.and_then(|old| old.routes.iter().find(|r| r.config.path == path));
+        let routes = config
+            .routes
+            .iter()
+            .filter_map(|route| {
+                let mut built = build_route(route, &backends)?;
+                built.limiter = guard::route_limiter(
+                    route.access.rate_limit,
+                    previous_route(&route.path).and_then(|old| old.limiter.as_ref()),
+                );
+                Some(built)
+            })
+            .collect();
         let mut proxies: Vec<ProxyRuntime> = config
             .proxies
             .iter()
             .filter_map(|proxy| {
                 let backend = backends.get(&proxy.backend)?.backend.clone();
+                let previous = reuse
+                    .and_then(|old| old.proxies.iter().find(|p| p.config.prefix == proxy.prefix));
                 Some(ProxyRuntime {
+                    limiter: guard::route_limiter(
+                        proxy.access.rate_limit,
+                        previous.and_then(|old| old.limiter.as_ref()),
+                    ),
                     config: proxy.clone(),
                     backend,
                     duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => proxy.prefix.clone()),
@@ -216,7 +242,8 @@ impl Runtime {
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
         let unmatched = RequestCounters::new("unmatched");
-        Self { config, backends, routes, proxies, unmatched, broker, shared_tier: tier }
+        let gate = Gate::build(&config, reuse.and_then(|old| old.gate.as_deref())).map(Arc::new);
+        Self { config, backends, routes, proxies, unmatched, broker, shared_tier: tier, gate }
     }
 
     /// Whether every backend can be called: each has at least one instance,
@@ -264,5 +291,6 @@ fn build_route(
         duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => route.path.clone()),
         requests: RequestCounters::new(&route.path),
         complete_pages: metrics::counter!("mosaic_pages_complete_total", "route" => route.path.clone()),
+        limiter: None,
     })
 }

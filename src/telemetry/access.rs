@@ -68,6 +68,9 @@ pub struct AccessLine<'a> {
     /// not end cleanly (an error name such as `timeout`, or `client_closed`).
     /// Such a line is written when the body ends, `elapsed` to that moment.
     pub body_error: Option<&'a str>,
+    /// The consumer the API key named, when the route asked for one (its
+    /// name only: never the key).
+    pub consumer: Option<&'a str>,
 }
 
 /// A worker's batch is handed to the log thread when it holds this much:
@@ -191,6 +194,10 @@ fn json(out: &mut String, l: &AccessLine<'_>) {
         out.push_str(",\"body_error\":");
         json_string(out, error);
     }
+    if let Some(consumer) = l.consumer {
+        out.push_str(",\"consumer\":");
+        json_string(out, consumer);
+    }
     out.push('}');
 }
 
@@ -229,6 +236,11 @@ fn human(out: &mut String, l: &AccessLine<'_>) {
         // Error names are plain ASCII words.
         out.push_str(" body_error=");
         out.push_str(error);
+    }
+    if let Some(consumer) = l.consumer {
+        // Consumer names are letters, digits, '_' and '-' (validated).
+        out.push_str(" consumer=");
+        out.push_str(consumer);
     }
 }
 
@@ -335,6 +347,7 @@ mod tests {
                 elapsed: Duration::from_micros(1500),
                 page: Some((false, "price:stale:timeout")),
                 body_error: Some("timeout"),
+                consumer: Some("mobile-app"),
             },
         );
         let v: serde_json::Value = serde_json::from_str(&out).expect("valid JSON");
@@ -343,6 +356,7 @@ mod tests {
         assert_eq!(v["complete"], false);
         assert_eq!(v["degraded"], "price:stale:timeout");
         assert_eq!(v["body_error"], "timeout");
+        assert_eq!(v["consumer"], "mobile-app");
         assert_eq!(v["target"], "mosaic::access");
         assert_eq!(v["elapsed_ms"], 1.5);
         let stamp = v["timestamp"].as_str().expect("timestamp");
@@ -366,6 +380,7 @@ mod tests {
             elapsed: Duration::from_micros(12_034),
             page: Some((false, "price:none:timeout")),
             body_error: None,
+            consumer: None,
         };
         human(&mut out, &line);
         let (stamp, rest) = out.split_once("  ").expect("timestamp, then the line");

@@ -52,7 +52,8 @@ pub(super) async fn forward(
         req.uri().path(),
         req.uri().query().unwrap_or(""),
     );
-    let lines = headers::outgoing_header_lines(req, request.client, request.per_request);
+    let lines =
+        headers::outgoing_header_lines(req, request.client, request.per_request, request.identity);
     let message = Request {
         method: req.method().as_str(),
         path: &path,

@@ -9,6 +9,7 @@ use actix_web::HttpRequest;
 
 use crate::backend::client::forward::Incoming;
 use crate::edge::client_headers::ClientHeaders;
+use crate::edge::guard::Identity;
 use crate::http1::fields::{is_hop_by_hop, parse_content_length, tokens};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -42,6 +43,7 @@ pub fn outgoing_header_lines(
     req: &HttpRequest,
     client: &ClientHeaders<'_>,
     per_request: &[(HeaderName, HeaderValue)],
+    identity: Option<&Identity<'_>>,
 ) -> Vec<u8> {
     let mut lines = Vec::with_capacity(512);
     // No `Connection` sent (HTTP/1.1's usual case): no lookup for it.
@@ -55,6 +57,7 @@ pub fn outgoing_header_lines(
             || is_forwarding_claim(name)
             || is_hop_by_hop(name.as_str().as_bytes(), listed.clone())
             || per_request.iter().any(|(n, _)| n == name)
+            || identity.is_some_and(|identity| identity.withholds(name))
         {
             continue;
         }
@@ -64,6 +67,9 @@ pub fn outgoing_header_lines(
     let previous =
         client.forwarded_for.map(HeaderValue::as_bytes).filter(|previous| !previous.is_empty());
     let peer = req.peer_addr().map(|addr| addr.ip());
+    // X-Real-IP is the client as the gate found it (behind trusted
+    // proxies, not the last proxy); X-Forwarded-For gains the peer.
+    let real_ip = identity.and_then(|identity| identity.client_ip).or(peer);
     if previous.is_some() || peer.is_some() {
         lines.extend_from_slice(X_FORWARDED_FOR.as_str().as_bytes());
         lines.extend_from_slice(b": ");
@@ -79,10 +85,14 @@ pub fn outgoing_header_lines(
         }
         let ip = at..lines.len();
         lines.extend_from_slice(b"\r\n");
-        if peer.is_some() {
+        if let Some(real_ip) = real_ip {
             lines.extend_from_slice(X_REAL_IP.as_str().as_bytes());
             lines.extend_from_slice(b": ");
-            lines.extend_from_within(ip);
+            if Some(real_ip) == peer {
+                lines.extend_from_within(ip);
+            } else {
+                write_ip(&mut lines, real_ip);
+            }
             lines.extend_from_slice(b"\r\n");
         }
     }
@@ -94,6 +104,9 @@ pub fn outgoing_header_lines(
         push_line(&mut lines, &X_FORWARDED_HOST, host.as_bytes());
     }
     for (name, value) in per_request {
+        push_line(&mut lines, name, value.as_bytes());
+    }
+    for (name, value) in identity.map_or(&[][..], |identity| identity.headers()) {
         push_line(&mut lines, name, value.as_bytes());
     }
     lines

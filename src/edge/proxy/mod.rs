@@ -24,6 +24,7 @@ use tokio::time::Instant;
 
 use super::client_headers::ClientHeaders;
 use super::error_response;
+use super::guard::Identity;
 use super::request_body::{BodyLimits, RequestBody, ADMISSION_PREFIX};
 use crate::backend::breaker::BreakerPermit;
 use crate::backend::call::{Attempts, Called, Judged};
@@ -53,6 +54,10 @@ pub struct ProxyRequest<'a> {
     pub trace: &'a crate::edge::trace::TraceContext,
     /// When it arrived.
     pub arrived: Instant,
+    /// The caller as the gate saw it, when a gate ran.
+    pub identity: Option<&'a Identity<'a>>,
+    /// The consumer's name, for the access line.
+    pub consumer: Option<Arc<str>>,
 }
 
 /// A proxied request's answer.
@@ -196,7 +201,8 @@ pub async fn forward(
         req.uri().path(),
         req.uri().query().unwrap_or(""),
     );
-    let header_lines = headers::outgoing_header_lines(req, request.client, request.per_request);
+    let header_lines =
+        headers::outgoing_header_lines(req, request.client, request.per_request, request.identity);
     let outgoing = Outgoing {
         method: req.method().as_str(),
         target: &target,
@@ -236,6 +242,7 @@ pub async fn forward(
         path: req.uri().path().into(),
         route: Arc::from(proxy.config.prefix.as_str()),
         arrived: request.arrived,
+        consumer: request.consumer.clone(),
     });
     let logs_itself = access.is_some();
     let call = OpenCall {

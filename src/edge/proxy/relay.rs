@@ -44,6 +44,8 @@ pub struct DeferredAccess {
     pub route: Arc<str>,
     /// When the request arrived.
     pub arrived: Instant,
+    /// The consumer, when the route asked for a key.
+    pub consumer: Option<Arc<str>>,
 }
 
 /// The call a streamed body keeps open.
@@ -149,6 +151,7 @@ impl RelayedBody {
                 elapsed: line.arrived.elapsed(),
                 page: None,
                 body_error,
+                consumer: line.consumer.as_deref(),
             });
         }
     }

@@ -1,0 +1,370 @@
+//! The edge's gate, passed before a route is served: who is calling (an
+//! API key), whether the route lets them (its `auth`), how often (its and
+//! the consumer's `rate_limit`), and what services are told about the
+//! caller (`x-consumer`, never a copy the client made up).
+//!
+//! A file without `[auth]` and without any `rate_limit` has no gate at all
+//! ([`crate::gateway::runtime::Runtime::gate`] is `None`): nothing here runs
+//! on such a gateway's requests.
+
+pub mod client_ip;
+pub mod keys;
+pub mod limiter;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::config::{AccessConfig, Config, LimitBy, RateLimitConfig, TrustedNet};
+use crate::edge::client_headers::ClientHeaders;
+use keys::KeyTable;
+use limiter::{LimitKey, Limiter, Verdict};
+
+/// `x-consumer`: the caller's consumer name, set by mosaic only.
+pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+/// `RateLimit-Policy`.
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit`.
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A consumer, ready for requests.
+#[derive(Debug)]
+pub struct Consumer {
+    /// Its name (access log, limit key).
+    pub name: Arc<str>,
+    /// Its name as the `x-consumer` value.
+    header: HeaderValue,
+    /// Its own limit, across routes.
+    limiter: Option<Arc<Limiter>>,
+}
+
+/// Everything the gate needs, built once per configuration.
+#[derive(Debug)]
+pub struct Gate {
+    /// `auth.key_header`, when `[auth]` is set.
+    key_header: Option<HeaderName>,
+    keys: KeyTable,
+    consumers: Vec<Consumer>,
+    /// Headers services get from mosaic only: whatever the client sent
+    /// under these names is dropped.
+    reserved: Vec<HeaderName>,
+    trusted: Vec<TrustedNet>,
+}
+
+/// What the gate let through: the caller, what services are told, and the
+/// limit headers for the answer.
+#[derive(Debug)]
+pub struct Admission<'g> {
+    /// The consumer, when the route asked for a key.
+    pub consumer: Option<&'g Consumer>,
+    /// The identity headers services see.
+    pub identity: Identity<'g>,
+    /// `RateLimit-Policy` and `RateLimit`, when a limit applies.
+    pub limit: Option<LimitHeaders>,
+}
+
+/// The identity headers of one request, as services see them.
+#[derive(Debug)]
+pub struct Identity<'g> {
+    /// Names only mosaic sets (a client's copies are never passed on).
+    reserved: &'g [HeaderName],
+    /// The credential mosaic checked for this route: not passed on to a
+    /// proxied service (a section can still ask for it by name).
+    consumed: Option<&'g HeaderName>,
+    /// The values mosaic sets.
+    set: Vec<(HeaderName, HeaderValue)>,
+    /// The client's address (see [`client_ip`]).
+    pub client_ip: Option<IpAddr>,
+}
+
+impl Identity<'_> {
+    /// Whether a client's header of this name is replaced by mosaic's.
+    pub fn is_reserved(&self, name: &HeaderName) -> bool {
+        self.reserved.contains(name)
+    }
+
+    /// Whether a proxied service is not sent the client's header `name`.
+    pub fn withholds(&self, name: &HeaderName) -> bool {
+        self.is_reserved(name) || self.consumed == Some(name)
+    }
+
+    /// mosaic's values for `name`.
+    pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a HeaderValue> {
+        self.set.iter().filter(move |(n, _)| n == name).map(|(_, v)| v)
+    }
+
+    /// Every header mosaic sets.
+    pub fn headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.set
+    }
+}
+
+/// The limit headers of an answer (SPEC.md: on every limited route's answer).
+#[derive(Debug, Clone)]
+pub struct LimitHeaders {
+    policy: HeaderValue,
+    state: HeaderValue,
+}
+
+impl LimitHeaders {
+    /// Adds them to `response`.
+    pub fn apply(self, response: &mut HttpResponse) {
+        let headers = response.headers_mut();
+        headers.insert(RATELIMIT_POLICY.clone(), self.policy);
+        headers.insert(RATELIMIT.clone(), self.state);
+    }
+}
+
+impl Gate {
+    /// The gate of `config`, or `None` when nothing is asked of callers
+    /// (no `[auth]`, no `rate_limit`). Limits of `previous` whose
+    /// configuration is unchanged are kept (a reload does not refill
+    /// everyone's bucket).
+    pub fn build(config: &Config, previous: Option<&Gate>) -> Option<Gate> {
+        let limited = config.routes.iter().any(|r| r.access.rate_limit.is_some())
+            || config.proxies.iter().any(|p| p.access.rate_limit.is_some());
+        if config.auth.is_none() && !limited {
+            return None;
+        }
+        let consumers_config = config.auth.as_ref().map_or(&[][..], |a| &a.consumers[..]);
+        let keys = KeyTable::new(consumers_config.iter().map(|c| &c.key_digests[..]));
+        let consumers = consumers_config
+            .iter()
+            .map(|c| {
+                let kept = previous
+                    .and_then(|p| p.consumers.iter().find(|old| *old.name == *c.name))
+                    .and_then(|old| old.limiter.clone());
+                Consumer {
+                    name: c.name.as_str().into(),
+                    // Validation keeps names to letters, digits, '_' and '-'.
+                    header: HeaderValue::from_str(&c.name)
+                        .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+                    limiter: c.rate_limit.map(|limit| keep_or_new(kept, limit)),
+                }
+            })
+            .collect();
+        let key_header =
+            config.auth.as_ref().and_then(|a| HeaderName::from_bytes(a.key_header.as_bytes()).ok());
+        let reserved = if config.auth.is_some() { vec![X_CONSUMER.clone()] } else { Vec::new() };
+        Some(Gate {
+            key_header,
+            keys,
+            consumers,
+            reserved,
+            trusted: config.server.trusted_proxies.clone(),
+        })
+    }
+
+    /// Checks one request against a route's `access` and `limit`.
+    pub fn admit(
+        &self,
+        req: &HttpRequest,
+        client: &ClientHeaders<'_>,
+        access: &AccessConfig,
+        limit: Option<&Limiter>,
+    ) -> Result<Admission<'_>, Refusal> {
+        let mut consumed = None;
+        let consumer = match (&self.key_header, access.auth.takes_key()) {
+            (Some(key_header), true) => {
+                consumed = Some(key_header);
+                Some(self.consumer_of(req, key_header)?)
+            }
+            _ => None,
+        };
+        let client_ip = req.peer_addr().map(|peer| {
+            let lines = req.headers().get_all("x-forwarded-for").map(HeaderValue::as_bytes);
+            if client.forwarded_for.is_some() {
+                client_ip::client_ip(peer.ip(), lines, &self.trusted)
+            } else {
+                peer.ip()
+            }
+        });
+        let mut binding: Option<(Verdict, &RateLimitConfig)> = None;
+        let consumer_limit = consumer.and_then(|c| Some((c.limiter.as_deref()?, c)));
+        if let Some((limiter, consumer)) = consumer_limit {
+            let verdict = limiter.check(&LimitKey::Consumer(consumer.name.clone()));
+            binding = tighter(binding, verdict, limiter.config());
+        }
+        if let Some(limiter) = limit {
+            let key = match (limiter.config().by, consumer) {
+                (LimitBy::Consumer, Some(consumer)) => {
+                    Some(LimitKey::Consumer(consumer.name.clone()))
+                }
+                _ => client_ip.map(LimitKey::ip),
+            };
+            // Without a peer address (not on TCP) there is no key to limit by.
+            if let Some(key) = key {
+                binding = tighter(binding, limiter.check(&key), limiter.config());
+            }
+        }
+        let limit = match binding {
+            None => None,
+            Some((Verdict::Limited { retry_after }, config)) => {
+                return Err(Refusal::Limited { config: *config, retry_after });
+            }
+            Some((Verdict::Allowed { remaining, reset }, config)) => {
+                Some(limit_headers(config, remaining, reset))
+            }
+        };
+        let set = match consumer {
+            Some(consumer) => vec![(X_CONSUMER.clone(), consumer.header.clone())],
+            None => Vec::new(),
+        };
+        let identity = Identity { reserved: &self.reserved, consumed, set, client_ip };
+        Ok(Admission { consumer, identity, limit })
+    }
+
+    /// The consumer whose key the request carries, or the 401 to answer.
+    fn consumer_of(
+        &self,
+        req: &HttpRequest,
+        key_header: &HeaderName,
+    ) -> Result<&Consumer, Refusal> {
+        let mut keys = req.headers().get_all(key_header);
+        let Some(key) = keys.next() else {
+            return Err(Refusal::Unauthorized {
+                challenge: r#"ApiKey realm="mosaic""#,
+                detail: format!("an API key is required in {key_header}"),
+            });
+        };
+        if keys.next().is_some() {
+            // Two keys: which consumer is this? Neither.
+            return Err(Refusal::Unauthorized {
+                challenge: r#"ApiKey realm="mosaic", error="invalid_token""#,
+                detail: format!("more than one {key_header}"),
+            });
+        }
+        self.keys.find(key.as_bytes()).and_then(|index| self.consumers.get(index)).ok_or_else(
+            || Refusal::Unauthorized {
+                challenge: r#"ApiKey realm="mosaic", error="invalid_token""#,
+                detail: "unknown API key".to_string(),
+            },
+        )
+    }
+}
+
+/// Why the gate refused a request.
+#[derive(Debug)]
+pub enum Refusal {
+    /// No credential, or a bad one: 401.
+    Unauthorized {
+        /// The `WWW-Authenticate` value.
+        challenge: &'static str,
+        /// What was wrong, for the body.
+        detail: String,
+    },
+    /// Over a limit: 429.
+    Limited {
+        /// The limit that refused.
+        config: RateLimitConfig,
+        /// Until a request would pass.
+        retry_after: std::time::Duration,
+    },
+}
+
+impl Refusal {
+    /// The answer sent for it.
+    pub fn into_response(self) -> HttpResponse {
+        match self {
+            Refusal::Unauthorized { challenge, detail } => unauthorized(challenge, &detail),
+            Refusal::Limited { config, retry_after } => too_many_requests(&config, retry_after),
+        }
+    }
+}
+
+fn keep_or_new(kept: Option<Arc<Limiter>>, limit: RateLimitConfig) -> Arc<Limiter> {
+    kept.filter(|old| *old.config() == limit).unwrap_or_else(|| Arc::new(Limiter::new(limit)))
+}
+
+/// A route's limiter, kept from `previous` when its configuration is unchanged.
+pub fn route_limiter(
+    limit: Option<RateLimitConfig>,
+    previous: Option<&Arc<Limiter>>,
+) -> Option<Arc<Limiter>> {
+    limit.map(|limit| keep_or_new(previous.cloned(), limit))
+}
+
+/// The limit that binds: a refusal over a pass, else the fewer remaining.
+fn tighter<'c>(
+    current: Option<(Verdict, &'c RateLimitConfig)>,
+    verdict: Verdict,
+    config: &'c RateLimitConfig,
+) -> Option<(Verdict, &'c RateLimitConfig)> {
+    let rank = |v: &Verdict| match v {
+        Verdict::Limited { .. } => 0,
+        Verdict::Allowed { remaining, .. } => u64::from(*remaining) + 1,
+    };
+    match current {
+        Some(current) if rank(&current.0) <= rank(&verdict) => Some(current),
+        _ => Some((verdict, config)),
+    }
+}
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// `per` in seconds as the `w` of `RateLimit-Policy`: whole seconds when
+/// it is, else with the fraction (`0.5`).
+fn window(per: std::time::Duration) -> String {
+    if per.subsec_nanos() == 0 {
+        per.as_secs().to_string()
+    } else {
+        let text = format!("{:.3}", per.as_secs_f64());
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+fn limit_headers(
+    config: &RateLimitConfig,
+    remaining: u32,
+    reset: std::time::Duration,
+) -> LimitHeaders {
+    let policy = format!("{};w={}", config.requests, window(config.per));
+    let state =
+        format!("limit={}, remaining={remaining}, reset={}", config.requests, ceil_secs(reset));
+    LimitHeaders {
+        policy: HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("")),
+        state: HeaderValue::from_str(&state).unwrap_or_else(|_| HeaderValue::from_static("")),
+    }
+}
+
+fn too_many_requests(config: &RateLimitConfig, retry_after: std::time::Duration) -> HttpResponse {
+    let seconds = ceil_secs(retry_after).max(1);
+    let mut response = super::error_response(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        Some(&format!("{} requests per {}s", config.requests, window(config.per))),
+    );
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    limit_headers(config, 0, std::time::Duration::from_secs(seconds)).apply(&mut response);
+    response
+}
+
+fn unauthorized(challenge: &'static str, detail: &str) -> HttpResponse {
+    let mut response =
+        super::error_response(StatusCode::UNAUTHORIZED, "unauthorized", Some(detail));
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn windows_and_seconds_read_as_the_spec_writes_them() {
+        use std::time::Duration;
+        assert_eq!(window(Duration::from_secs(1)), "1");
+        assert_eq!(window(Duration::from_secs(60)), "60");
+        assert_eq!(window(Duration::from_millis(500)), "0.5");
+        assert_eq!(window(Duration::from_millis(1250)), "1.25");
+        assert_eq!(ceil_secs(Duration::from_millis(10)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+        assert_eq!(ceil_secs(Duration::from_millis(2001)), 3);
+    }
+}
