@@ -25,9 +25,15 @@ impl Drop for Demo {
 }
 
 fn http_get(addr: &str, path: &str) -> (u16, serde_json::Value) {
+    http_get_with(addr, path, "")
+}
+
+/// GET with extra header lines (each ending in CRLF).
+fn http_get_with(addr: &str, path: &str, lines: &str) -> (u16, serde_json::Value) {
     let mut stream = TcpStream::connect(addr).expect("connect gateway");
     stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n").expect("send");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n{lines}\r\n")
+        .expect("send");
     let mut raw = String::new();
     if let Err(e) = stream.read_to_string(&mut raw) {
         panic!("GET {path} from {addr}: {e} after {raw:?}");
@@ -105,6 +111,19 @@ fn demo_serves_a_complete_page_and_survives_a_killed_service() {
     {
         assert!(!page[section].is_null(), "{section} present");
     }
+
+    // The key-protected orders proxy of the banner: 401 without the key,
+    // 200 with it, 429 once its burst is spent.
+    let (status, body) = http_get(&gateway, "/api/orders?product=42");
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
+    let key = format!("x-api-key: {}\r\n", mosaic::demo::DEMO_KEY);
+    let statuses: Vec<u16> =
+        (0..6).map(|_| http_get_with(&gateway, "/api/orders?product=42", &key).0).collect();
+    assert_eq!(statuses[0], 200, "{statuses:?}");
+    assert!(
+        statuses.contains(&429),
+        "2/s with a burst of 3 refuses some of 6 at once: {statuses:?}"
+    );
 
     let killed = Command::new("kill").args(["-9", &reviews_pid]).status().expect("kill");
     assert!(killed.success());

@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use mosaic::config::{parse_str_with_env, AmqpTarget, BreakerPolicy, Config, InstanceSource};
+use mosaic::config::{
+    parse_str_with_env, AmqpTarget, AuthKind, BreakerPolicy, Config, InstanceSource,
+};
+use sha2::Digest;
 
 /// Validates a file with an empty environment: shipped files must not need
 /// any variable to be set.
@@ -51,9 +54,19 @@ fn assert_product_page(config: &Config) {
     }
 }
 
-/// The shop and nothing else: one proxy, the seven backends.
+/// The shop and nothing else: the cart proxy, the key-protected orders
+/// proxy, the seven backends.
 fn assert_only_the_shop(config: &Config) {
-    assert_eq!(config.proxies.len(), 1);
+    assert_eq!(config.proxies.len(), 2);
+    let orders = &config.proxies[1];
+    assert_eq!((orders.prefix.as_str(), orders.backend.as_str()), ("/api/orders", "orders"));
+    assert_eq!(orders.access.auth, AuthKind::Key);
+    assert!(orders.access.rate_limit.is_some());
+    let auth = config.auth.as_ref().expect("[auth]");
+    assert_eq!(auth.consumers.len(), 1);
+    assert_eq!(auth.consumers[0].name, "demo-app");
+    let digest: [u8; 32] = sha2::Sha256::digest(mosaic::demo::DEMO_KEY.as_bytes()).into();
+    assert_eq!(auth.consumers[0].key_digests, [digest], "the banner prints the demo's key");
     assert_eq!(config.backends.keys().map(String::as_str).collect::<Vec<_>>(), SHOP);
 }
 

@@ -13,12 +13,13 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use super::backend::{is_name, NAME_RULE};
-use super::fields::{positive_duration, required};
+use super::fields::{is_header_token, positive_duration, required};
 use super::model::{
     AccessConfig, AuthConfig, AuthKind, ConsumerConfig, LimitBy, LimitPolicy, RateLimitConfig,
     TrustedNet,
 };
 use super::raw::{deserialize_unit, RawAuth, RawConsumer, RawRateLimit};
+use super::routes::array_of_tables;
 use super::sink::{index_path, key_path, Sink};
 
 /// Default `auth.key_header`.
@@ -110,9 +111,7 @@ fn auth_kind(sink: &mut Sink, path: &str, word: &str) -> Option<AuthKind> {
 fn key_header(sink: &mut Sink, raw: Option<String>) -> Option<String> {
     let Some(name) = raw else { return Some(DEFAULT_KEY_HEADER.to_string()) };
     let lower = name.to_ascii_lowercase();
-    let token = !name.is_empty()
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
-    if !token {
+    if !is_header_token(&name) {
         sink.push("auth.key_header", format!("invalid header name {name:?} (e.g. \"x-api-key\")"));
         return None;
     }
@@ -131,17 +130,7 @@ fn consumers(
     has_redis: bool,
     sink: &mut Sink,
 ) -> Option<Vec<Arc<ConsumerConfig>>> {
-    let items = match value {
-        None => return Some(Vec::new()),
-        Some(toml::Value::Array(items)) => items,
-        Some(other) => {
-            sink.push_and_poison(
-                "auth.consumers",
-                format!("expected [[auth.consumers]] tables, found {}", other.type_str()),
-            );
-            return None;
-        }
-    };
+    let items = array_of_tables(value, "auth.consumers", sink);
     let mut valid = Vec::with_capacity(items.len());
     let mut names: HashMap<String, String> = HashMap::new();
     // Digest → the path of the key that has it: a key held twice would make

@@ -144,6 +144,12 @@ pub(crate) fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
+/// Whether `name` is an HTTP header name (RFC 9110 `token`).
+pub(crate) fn is_header_token(name: &str) -> bool {
+    !name.is_empty()
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::auth::{access, AccessContext};
 use super::backend::{is_name, NAME_RULE};
-use super::fields::{positive_duration, required};
+use super::fields::{is_header_token, positive_duration, required};
 use super::model::{ProxyConfig, RouteConfig, SectionConfig};
 use super::raw::{deserialize_unit, RawProxy, RawRoute, RawSection};
 use super::sink::{index_path, key_path, Sink};
@@ -36,7 +36,11 @@ impl Backends<'_> {
 }
 
 /// The elements of `[[NAME]]`, or an error when it is not an array.
-fn array_of_tables(value: Option<toml::Value>, name: &str, sink: &mut Sink) -> Vec<toml::Value> {
+pub(crate) fn array_of_tables(
+    value: Option<toml::Value>,
+    name: &str,
+    sink: &mut Sink,
+) -> Vec<toml::Value> {
     match value {
         None => Vec::new(),
         Some(toml::Value::Array(items)) => items,
@@ -211,9 +215,7 @@ fn headers(path: &str, raw: Option<Vec<String>>, sink: &mut Sink) -> Option<Vec<
     let mut ok = true;
     for (i, header) in raw.unwrap_or_default().iter().enumerate() {
         let lower = header.to_ascii_lowercase();
-        let valid = !header.is_empty()
-            && header.chars().all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c));
-        if !valid {
+        if !is_header_token(header) {
             sink.push(
                 index_path(path, i),
                 format!("invalid header name {header:?} (e.g. \"authorization\", \"x-user-id\")"),

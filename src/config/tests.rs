@@ -523,6 +523,13 @@ rate_limit = { requests = 50, per = "1s", burst = 10, by = "ip" }"#,
     assert_eq!((limit.by, limit.policy), (LimitBy::Ip, LimitPolicy::Local));
     // Without [auth] nothing changes: every route is open.
     assert_eq!(parse(BASE).unwrap().routes[0].access, AccessConfig::OPEN);
+    // With [redis] (wherever it is in the file), a limit can live there.
+    let shared = with_auth(
+        "[redis]\nurl = \"redis://127.0.0.1:6379/0\"\n",
+        r#"rate_limit = { requests = 5, per = "1s", policy = "redis" }"#,
+    );
+    let config = parse(&shared).unwrap();
+    assert_eq!(config.routes[0].access.rate_limit.unwrap().policy, LimitPolicy::Redis);
 }
 
 use sha2::Digest as _;

@@ -69,14 +69,15 @@ pub(crate) fn validate(
     } else {
         None
     };
-    let redis = match table.contains_key("redis") {
+    // Asked before `[redis]` is taken out of the table below.
+    let has_redis = table.contains_key("redis");
+    let redis = match has_redis {
         true => {
             let raw: Option<RawRedis> = unit(&mut table, "redis", &mut sink);
             raw.and_then(|raw| super::redis::redis(raw, &mut sink)).map(Some)
         }
         false => Some(None),
     };
-    let has_redis = table.contains_key("redis");
     let auth = match table.contains_key("auth") {
         true => {
             let raw: Option<RawAuth> = unit(&mut table, "auth", &mut sink);

@@ -103,6 +103,10 @@ impl FromStr for Service {
     }
 }
 
+/// The demo consumer's API key (config/demo.toml), unless `MOSAIC_DEMO_KEY`
+/// replaces it.
+pub const DEMO_KEY: &str = "demo-key-0123456789abcdef";
+
 /// What `mosaic demo` prints once everything is up: URLs to try, and each
 /// service's port and PID with how to kill one and watch the page degrade.
 pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -> String {
@@ -130,6 +134,10 @@ pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -
             format!(
                 "curl -s -H 'Authorization: Bearer alice' http://{gateway}/api/cart/items | jq"
             ),
+        ),
+        (
+            "orders through a key-protected proxy (no key: 401; over 2/s with a burst of 3: 429)",
+            format!("curl -si -H 'x-api-key: {DEMO_KEY}' 'http://{gateway}/api/orders?product=42'"),
         ),
         ("metrics", format!("curl -s http://{admin}/metrics")),
         ("backends and breakers", format!("curl -s http://{admin}/admin/backends | jq")),

@@ -112,10 +112,10 @@ async fn dispatch(
     // answer, counted under the route it was for.
     let admission = match (&runtime.gate, &target) {
         (Some(gate), Target::Page(route, _)) => {
-            Some(gate.admit(&req, &client, &route.config.access, route.limiter.as_deref()))
+            Some(gate.admit(&req, &client, &route.config.access, route.limiter.as_deref()).await)
         }
         (Some(gate), Target::Proxy(proxy)) => {
-            Some(gate.admit(&req, &client, &proxy.config.access, proxy.limiter.as_deref()))
+            Some(gate.admit(&req, &client, &proxy.config.access, proxy.limiter.as_deref()).await)
         }
         _ => None,
     };

@@ -217,6 +217,8 @@ impl Runtime {
                 built.limiter = guard::route_limiter(
                     route.access.rate_limit,
                     previous_route(&route.path).and_then(|old| old.limiter.as_ref()),
+                    &route.path,
+                    tier.as_ref(),
                 );
                 Some(built)
             })
@@ -232,6 +234,8 @@ impl Runtime {
                     limiter: guard::route_limiter(
                         proxy.access.rate_limit,
                         previous.and_then(|old| old.limiter.as_ref()),
+                        &proxy.prefix,
+                        tier.as_ref(),
                     ),
                     config: proxy.clone(),
                     backend,
@@ -242,7 +246,8 @@ impl Runtime {
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
         let unmatched = RequestCounters::new("unmatched");
-        let gate = Gate::build(&config, reuse.and_then(|old| old.gate.as_deref())).map(Arc::new);
+        let gate = Gate::build(&config, reuse.and_then(|old| old.gate.as_deref()), tier.as_ref())
+            .map(Arc::new);
         Self { config, backends, routes, proxies, unmatched, broker, shared_tier: tier, gate }
     }
 

@@ -332,8 +332,9 @@ impl SharedTier {
 
     /// One command whose outcome feeds the breaker. Callers asked
     /// [`SharedTier::usable`] first (a page when it chose to ask, a write
-    /// before it was spawned), which is the breaker's permission.
-    async fn run(&self, cmd: &Cmd, until: Instant) -> Result<Value, RedisError> {
+    /// before it was spawned, a shared rate limit), which is the breaker's
+    /// permission.
+    pub async fn run(&self, cmd: &Cmd, until: Instant) -> Result<Value, RedisError> {
         let result = self.run_unguarded(cmd, until).await;
         match result {
             // An error reply is Redis answering: not a reason to stop asking.

@@ -24,6 +24,7 @@ use governor::state::StateStore;
 use governor::Quota;
 use parking_lot::Mutex;
 
+use super::shared_limit::SharedLimit;
 use crate::config::RateLimitConfig;
 
 /// Most buckets one limit keeps (about 2.5 MB at most).
@@ -83,6 +84,8 @@ pub struct Limiter<C: Clock + Clone = MonotonicClock> {
     gcra: Gcra<C>,
     /// The store's maps, also held here (governor keeps its store private).
     shards: Arc<Shards>,
+    /// `policy = "redis"`: the buckets in Redis, asked first.
+    shared: Option<SharedLimit>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -95,6 +98,12 @@ impl Limiter {
     /// A limit on the process's monotonic clock.
     pub fn new(config: RateLimitConfig) -> Self {
         Self::with_clock(config, MonotonicClock, MAX_BUCKETS)
+    }
+
+    /// A limit kept in Redis (`policy = "redis"`), with this process's
+    /// own buckets for when Redis cannot answer.
+    pub fn shared(config: RateLimitConfig, shared: SharedLimit) -> Self {
+        Limiter { shared: Some(shared), ..Self::new(config) }
     }
 }
 
@@ -110,7 +119,7 @@ impl<C: Clock + Clone> Limiter<C> {
         let buckets = Buckets::new(clock.clone(), capacity);
         let shards = buckets.shards.clone();
         let gcra = governor::RateLimiter::new(quota, buckets, clock);
-        Limiter { config, interval, gcra, shards }
+        Limiter { config, interval, gcra, shards, shared: None }
     }
 
     /// The limit as configured.
@@ -118,7 +127,26 @@ impl<C: Clock + Clone> Limiter<C> {
         &self.config
     }
 
-    /// Draws one request from `key`'s bucket.
+    /// The Redis side of the limit, for `policy = "redis"`.
+    pub fn shared_limit(&self) -> Option<&SharedLimit> {
+        self.shared.as_ref()
+    }
+
+    /// Draws one request from `key`'s bucket: in Redis for `policy =
+    /// "redis"` while it answers, else here. Redis decides alone when it
+    /// answers (its bucket counts every replica's requests, this one's
+    /// included); the local bucket then starts from full when Redis goes
+    /// away, which lets a replica through at most one burst early.
+    pub async fn decide(&self, key: &LimitKey) -> Verdict {
+        if let Some(shared) = &self.shared {
+            if let Some(verdict) = shared.check(key).await {
+                return verdict;
+            }
+        }
+        self.check(key)
+    }
+
+    /// Draws one request from `key`'s bucket, here.
     pub fn check(&self, key: &LimitKey) -> Verdict {
         match self.gcra.check_key(key) {
             Ok(state) => {

@@ -10,6 +10,7 @@
 pub mod client_ip;
 pub mod keys;
 pub mod limiter;
+pub mod shared_limit;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -18,13 +19,17 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::config::{AccessConfig, Config, LimitBy, RateLimitConfig, TrustedNet};
+use crate::config::{AccessConfig, Config, LimitBy, LimitPolicy, RateLimitConfig, TrustedNet};
 use crate::edge::client_headers::ClientHeaders;
+use crate::shared_cache::SharedTier;
 use keys::KeyTable;
 use limiter::{LimitKey, Limiter, Verdict};
+use shared_limit::SharedLimit;
 
 /// `x-consumer`: the caller's consumer name, set by mosaic only.
 pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
+/// `X-Forwarded-For`, read when the peer is a trusted proxy.
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `RateLimit-Policy`.
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
@@ -122,8 +127,12 @@ impl Gate {
     /// The gate of `config`, or `None` when nothing is asked of callers
     /// (no `[auth]`, no `rate_limit`). Limits of `previous` whose
     /// configuration is unchanged are kept (a reload does not refill
-    /// everyone's bucket).
-    pub fn build(config: &Config, previous: Option<&Gate>) -> Option<Gate> {
+    /// everyone's bucket). `tier` holds the limits of `policy = "redis"`.
+    pub fn build(
+        config: &Config,
+        previous: Option<&Gate>,
+        tier: Option<&Arc<SharedTier>>,
+    ) -> Option<Gate> {
         let limited = config.routes.iter().any(|r| r.access.rate_limit.is_some())
             || config.proxies.iter().any(|p| p.access.rate_limit.is_some());
         if config.auth.is_none() && !limited {
@@ -142,7 +151,7 @@ impl Gate {
                     // Validation keeps names to letters, digits, '_' and '-'.
                     header: HeaderValue::from_str(&c.name)
                         .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-                    limiter: c.rate_limit.map(|limit| keep_or_new(kept, limit)),
+                    limiter: c.rate_limit.map(|limit| keep_or_new(kept, limit, CONSUMERS, tier)),
                 }
             })
             .collect();
@@ -159,7 +168,7 @@ impl Gate {
     }
 
     /// Checks one request against a route's `access` and `limit`.
-    pub fn admit(
+    pub async fn admit(
         &self,
         req: &HttpRequest,
         client: &ClientHeaders<'_>,
@@ -175,7 +184,7 @@ impl Gate {
             _ => None,
         };
         let client_ip = req.peer_addr().map(|peer| {
-            let lines = req.headers().get_all("x-forwarded-for").map(HeaderValue::as_bytes);
+            let lines = req.headers().get_all(&X_FORWARDED_FOR).map(HeaderValue::as_bytes);
             if client.forwarded_for.is_some() {
                 client_ip::client_ip(peer.ip(), lines, &self.trusted)
             } else {
@@ -185,7 +194,7 @@ impl Gate {
         let mut binding: Option<(Verdict, &RateLimitConfig)> = None;
         let consumer_limit = consumer.and_then(|c| Some((c.limiter.as_deref()?, c)));
         if let Some((limiter, consumer)) = consumer_limit {
-            let verdict = limiter.check(&LimitKey::Consumer(consumer.name.clone()));
+            let verdict = limiter.decide(&LimitKey::Consumer(consumer.name.clone())).await;
             binding = tighter(binding, verdict, limiter.config());
         }
         if let Some(limiter) = limit {
@@ -197,7 +206,7 @@ impl Gate {
             };
             // Without a peer address (not on TCP) there is no key to limit by.
             if let Some(key) = key {
-                binding = tighter(binding, limiter.check(&key), limiter.config());
+                binding = tighter(binding, limiter.decide(&key).await, limiter.config());
             }
         }
         let limit = match binding {
@@ -275,16 +284,40 @@ impl Refusal {
     }
 }
 
-fn keep_or_new(kept: Option<Arc<Limiter>>, limit: RateLimitConfig) -> Arc<Limiter> {
-    kept.filter(|old| *old.config() == limit).unwrap_or_else(|| Arc::new(Limiter::new(limit)))
+/// The Redis scope of consumers' own limits (routes use their path or prefix,
+/// which always starts with `/`).
+const CONSUMERS: &str = "consumer";
+
+/// `kept` when it is the same limit on the same tier, else a new one.
+fn keep_or_new(
+    kept: Option<Arc<Limiter>>,
+    limit: RateLimitConfig,
+    scope: &str,
+    tier: Option<&Arc<SharedTier>>,
+) -> Arc<Limiter> {
+    let tier = tier.filter(|_| limit.policy == LimitPolicy::Redis);
+    let same_tier = |old: &Limiter| match (old.shared_limit(), tier) {
+        (None, None) => true,
+        (Some(shared), Some(tier)) => Arc::ptr_eq(shared.tier(), tier),
+        _ => false,
+    };
+    kept.filter(|old| *old.config() == limit && same_tier(old)).unwrap_or_else(|| {
+        Arc::new(match tier {
+            Some(tier) => Limiter::shared(limit, SharedLimit::new(tier.clone(), scope, &limit)),
+            None => Limiter::new(limit),
+        })
+    })
 }
 
-/// A route's limiter, kept from `previous` when its configuration is unchanged.
+/// A route's limiter (`scope`: its path or prefix), kept from `previous`
+/// when its configuration is unchanged.
 pub fn route_limiter(
     limit: Option<RateLimitConfig>,
     previous: Option<&Arc<Limiter>>,
+    scope: &str,
+    tier: Option<&Arc<SharedTier>>,
 ) -> Option<Arc<Limiter>> {
-    limit.map(|limit| keep_or_new(previous.cloned(), limit))
+    limit.map(|limit| keep_or_new(previous.cloned(), limit, scope, tier))
 }
 
 /// The limit that binds: a refusal over a pass, else the fewer remaining.
