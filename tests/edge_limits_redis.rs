@@ -123,3 +123,36 @@ async fn with_redis_killed_local_limits_take_over_and_no_request_waits() {
     }
     gateway.stop(false).await;
 }
+
+/// A Redis that stops answering (SIGSTOP) is worse than a dead one: each
+/// command waits its whole `timeout`. The tier's breaker bounds that to
+/// the first three requests; after them, no request waits at all.
+#[actix_rt::test]
+async fn a_hung_redis_costs_at_most_three_requests_their_timeout() {
+    let redis = RedisServer::start();
+    let service = FakeBackend::start(Reply::ok(r#"{"ok":true}"#));
+    let toml = limited(LISTEN_ANY, &redis.url(), &unique_prefix("hung"), &service, 100)
+        .replace("timeout = \"1s\"", "timeout = \"300ms\"\n\n[defaults]\ntimeout = \"2s\"");
+    let gateway = start_gateway(&toml).await;
+    let addr = gateway.addr;
+    let until = Instant::now() + Duration::from_secs(10);
+    while !redis_up(&String::from_utf8_lossy(&get(gateway.admin_addr, "/admin/redis").await.body)) {
+        assert!(Instant::now() < until, "Redis not connected within 10 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(request(addr, "GET", "/api/item", &[], None).await.status, 200);
+
+    redis.pause(true);
+    let mut slow = 0;
+    for _ in 0..12 {
+        let answer = request(addr, "GET", "/api/item", &[], None).await;
+        assert_eq!(answer.status, 200, "the local limit (burst 100) lets it through");
+        assert!(answer.elapsed < Duration::from_secs(1), "waited {:?}", answer.elapsed);
+        if answer.elapsed >= Duration::from_millis(250) {
+            slow += 1;
+        }
+    }
+    assert!(slow <= 3, "{slow} requests waited for the hung Redis");
+    redis.pause(false);
+    gateway.stop(false).await;
+}
