@@ -112,10 +112,10 @@ async fn dispatch(
     // answer, counted under the route it was for.
     let admission = match (&runtime.gate, &target) {
         (Some(gate), Target::Page(route, _)) => {
-            Some(gate.admit(&req, &client, &route.config.access, route.limiter.as_deref()))
+            Some(gate.admit(&req, &client, &route.config.access, route.limiter.as_deref()).await)
         }
         (Some(gate), Target::Proxy(proxy)) => {
-            Some(gate.admit(&req, &client, &proxy.config.access, proxy.limiter.as_deref()))
+            Some(gate.admit(&req, &client, &proxy.config.access, proxy.limiter.as_deref()).await)
         }
         _ => None,
     };
@@ -125,7 +125,7 @@ async fn dispatch(
         Some(Err(refusal)) => (None, Some(refusal.into_response())),
     };
     let identity = admission.as_ref().map(|a| &a.identity);
-    let consumer = admission.as_ref().and_then(|a| a.consumer).map(|c| &c.name);
+    let consumer = admission.as_ref().and_then(|a| a.caller.as_ref());
     let mut logs_itself = false;
     // `elapsed`: when already read (one clock read serves the proxy
     // duration metric and the access line).

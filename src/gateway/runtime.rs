@@ -242,7 +242,8 @@ impl Runtime {
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
         let unmatched = RequestCounters::new("unmatched");
-        let gate = Gate::build(&config, reuse.and_then(|old| old.gate.as_deref())).map(Arc::new);
+        let gate =
+            Gate::build(&config, reuse.and_then(|old| old.gate.as_deref()), control).map(Arc::new);
         Self { config, backends, routes, proxies, unmatched, broker, shared_tier: tier, gate }
     }
 
