@@ -14,6 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::backend::{is_name, NAME_RULE};
 use super::fields::{is_header_token, positive_duration, required};
+use super::jwt::RawJwt;
 use super::model::{
     AccessConfig, AuthConfig, AuthKind, ConsumerConfig, LimitBy, LimitPolicy, RateLimitConfig,
     TrustedNet,
@@ -58,6 +59,8 @@ const NOT_A_KEY_HEADER: &[&str] = &[
 pub(crate) struct AccessContext {
     /// `[auth]` is valid and has consumers.
     pub has_consumers: bool,
+    /// `[auth.jwt]` is valid.
+    pub has_jwt: bool,
     /// `[redis]` was written.
     pub has_redis: bool,
     /// `auth.default`.
@@ -70,15 +73,13 @@ pub(crate) fn auth(raw: RawAuth, has_redis: bool, sink: &mut Sink) -> Option<Aut
         None => Some(AuthKind::None),
         Some(word) => auth_kind(sink, "auth.default", word),
     };
-    if raw.jwt.is_some() {
-        // Refused rather than ignored: a file that asks for JWTs must not
-        // run open while verification is not built.
-        sink.push_and_poison(
-            "auth.jwt",
-            "JWT verification is not available in this build yet: use API keys (auth = \"key\")",
-        );
-    }
     let key_header = key_header(sink, raw.key_header);
+    let jwt = match raw.jwt {
+        None => Some(None),
+        Some(mut value) => deserialize_unit::<RawJwt>("auth.jwt", &mut value, sink)
+            .and_then(|raw| super::jwt::jwt(raw, key_header.as_deref(), sink))
+            .map(|jwt| Some(Arc::new(jwt))),
+    };
     let consumers = consumers(raw.consumers, has_redis, sink);
     if let Some(AuthKind::Key | AuthKind::KeyOrJwt) = default {
         if consumers.as_ref().is_some_and(Vec::is_empty) {
@@ -88,7 +89,15 @@ pub(crate) fn auth(raw: RawAuth, has_redis: bool, sink: &mut Sink) -> Option<Aut
             );
         }
     }
-    Some(AuthConfig { default: default?, key_header: key_header?, consumers: consumers? })
+    if let (Some(AuthKind::Jwt | AuthKind::KeyOrJwt), Some(None)) = (default, &jwt) {
+        sink.push("auth.default", "asks for JWTs but there is no [auth.jwt] to verify them");
+    }
+    Some(AuthConfig {
+        default: default?,
+        key_header: key_header?,
+        consumers: consumers?,
+        jwt: jwt?,
+    })
 }
 
 fn auth_kind(sink: &mut Sink, path: &str, word: &str) -> Option<AuthKind> {
@@ -356,13 +365,13 @@ pub(crate) fn access(
         Some(word) => auth_kind(sink, &auth_path, word),
     };
     let kind = kind.filter(|kind| {
-        let problem = if kind.takes_jwt() {
-            Some(
-                "JWT verification is not available in this build yet: use auth = \"key\""
-                    .to_string(),
-            )
-        } else if kind.takes_key() && !context.has_consumers && !sink.is_poisoned("auth") {
+        let problem = if sink.is_poisoned("auth") {
+            // [auth] itself was refused: that error is enough.
+            None
+        } else if kind.takes_key() && !context.has_consumers {
             Some(format!("auth = {:?} needs [[auth.consumers]] with keys", kind.as_str()))
+        } else if kind.takes_jwt() && !context.has_jwt {
+            Some(format!("auth = {:?} needs [auth.jwt] to verify tokens", kind.as_str()))
         } else {
             None
         };
@@ -384,7 +393,8 @@ pub(crate) fn access(
                 None
             } else if kind.is_some_and(|k| k != AuthKind::Jwt) {
                 // An API key carries no scopes: with key_or_jwt a key would
-                // walk past them.
+                // walk past them. Refused here rather than answering a key
+                // with 403 at run time: the file says what it means.
                 sink.push(
                     &scopes_path,
                     "scopes need auth = \"jwt\" (an API key carries no scopes)",

@@ -11,7 +11,7 @@
 //! - `raw.rs`: serde structs and the per-unit deserializer that collects errors;
 //! - `merge.rs`: `[defaults]` into each backend;
 //! - `validate.rs`: the pipeline, `[server]`, `[admin]`, `[discovery]`;
-//! - `backend.rs`, `breaker.rs`, `routes.rs`, `auth.rs`: the rest of the file;
+//! - `backend.rs`, `breaker.rs`, `routes.rs`, `auth.rs`, `jwt.rs`: the rest of the file;
 //! - `fields.rs`, `units.rs`: single values (durations, sizes, ranges);
 //! - `sink.rs`: error collection and TOML paths; `summary.rs`: `mosaic check`'s output.
 
@@ -22,6 +22,7 @@ mod breaker;
 mod env;
 mod error;
 mod fields;
+mod jwt;
 mod merge;
 mod model;
 mod raw;
@@ -37,6 +38,7 @@ mod tests;
 
 pub use amqp::parse_uri as parse_amqp_uri;
 pub use error::{ConfigError, ConfigErrors};
+pub use jwt::{JwtConfig, JwtKeys, Secret};
 pub use model::*;
 pub use redis::from_url as redis_from_url;
 

@@ -389,6 +389,8 @@ pub struct AuthConfig {
     pub key_header: String,
     /// `[[auth.consumers]]`, in file order.
     pub consumers: Vec<Arc<ConsumerConfig>>,
+    /// `[auth.jwt]`: how bearer tokens are verified.
+    pub jwt: Option<Arc<super::jwt::JwtConfig>>,
 }
 
 /// A route's `auth`: which credential it asks for.

@@ -590,7 +590,140 @@ rate_limit = { requests = 5, per = "0s", policy = "redis", by = "user" }"#,
         errors(&with_auth(CONSUMERS, r#"scopes = ["orders:read"]"#)),
         ["routes[0].scopes: scopes need auth = \"jwt\" (an API key carries no scopes)"]
     );
-    assert_eq!(paths(&with_auth("[auth.jwt]\nsecret = \"x\"\n", "")), ["auth.jwt"]);
+    assert_eq!(paths(&with_auth("[auth]\n[auth.jwt]\nsecret = \"x\"\n", "")), ["auth.jwt.secret"]);
+}
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// `[auth]` with `[auth.jwt]` holding `jwt` (and consumers).
+fn with_jwt(jwt: &str, route_keys: &str) -> String {
+    with_auth(&format!("{CONSUMERS}\n[auth.jwt]\n{jwt}\n"), route_keys)
+}
+
+#[test]
+fn jwt_settings_are_read_with_their_defaults() {
+    let text = with_jwt(
+        &format!("secret = \"{SECRET}\"\nclaims_to_headers = {{ sub = \"X-User-Id\" }}"),
+        "auth = \"jwt\"\nscopes = [\"orders:read\"]",
+    );
+    let config = parse(&text).unwrap();
+    let jwt = config.auth.as_ref().unwrap().jwt.as_ref().unwrap();
+    assert_eq!(jwt.algorithms, [jsonwebtoken::Algorithm::HS256]);
+    assert_eq!(jwt.leeway, Duration::from_secs(30));
+    assert_eq!(jwt.consumer_claim, "sub");
+    assert_eq!(jwt.claims_to_headers, [("sub".to_string(), "x-user-id".to_string())]);
+    assert!(jwt.audiences.is_empty(), "optional with a secret");
+    assert!(!format!("{jwt:?}").contains(SECRET), "the secret is never shown");
+    assert_eq!(config.routes[0].access.auth, AuthKind::Jwt);
+    assert_eq!(config.routes[0].access.scopes, ["orders:read"]);
+    let url = with_jwt(
+        "jwks_url = \"http://127.0.0.1:8900/keys?v=1\"\naudiences = [\"shop\"]\nalgorithms = [\"RS256\", \"ES256\"]\nrefresh = \"1m\"",
+        "auth = \"key_or_jwt\"",
+    );
+    let config = parse(&url).unwrap();
+    let jwt = config.auth.as_ref().unwrap().jwt.as_ref().unwrap();
+    assert_eq!(
+        jwt.keys,
+        JwtKeys::Url {
+            url: "http://127.0.0.1:8900/keys?v=1".into(),
+            address: "127.0.0.1:8900".into(),
+            target: "/keys?v=1".into()
+        }
+    );
+    assert_eq!(jwt.refresh, Duration::from_secs(60));
+}
+
+#[test]
+fn jwt_mistakes_are_named_by_path() {
+    let url = "jwks_url = \"http://127.0.0.1:8900/jwks.json\"\naudiences = [\"shop\"]";
+    let cases: &[(String, &str, &str)] = &[
+        (String::new(), "", "auth.jwt"),
+        (format!("{url}\nsecret = \"{SECRET}\""), "", "auth.jwt.secret"),
+        ("secret = \"short\"".into(), "", "auth.jwt.secret"),
+        (format!("{url}\nalgorithms = [\"none\"]"), "", "auth.jwt.algorithms[0]"),
+        (format!("{url}\nalgorithms = [\"RS257\"]"), "", "auth.jwt.algorithms[0]"),
+        (format!("{url}\nalgorithms = [\"RS256\", \"HS256\"]"), "", "auth.jwt.algorithms[1]"),
+        (format!("secret = \"{SECRET}\"\nalgorithms = [\"RS256\"]"), "", "auth.jwt.algorithms[0]"),
+        (format!("secret = \"{SECRET}\"\nalgorithms = [\"HS512\"]"), "", "auth.jwt.algorithms[0]"),
+        (format!("{url}\nalgorithms = []"), "", "auth.jwt.algorithms"),
+        ("jwks_url = \"http://127.0.0.1:8900/jwks.json\"".into(), "", "auth.jwt.audiences"),
+        (
+            "jwks_url = \"https://id.example.com/jwks\"\naudiences = [\"a\"]".into(),
+            "",
+            "auth.jwt.jwks_url",
+        ),
+        ("jwks_url = \"ftp://x/y\"\naudiences = [\"a\"]".into(), "", "auth.jwt.jwks_url"),
+        (
+            "jwks_file = \"/nonexistent/jwks.json\"\naudiences = [\"a\"]".into(),
+            "",
+            "auth.jwt.jwks_file",
+        ),
+        (format!("{url}\nleeway = \"-5s\""), "", "auth.jwt.leeway"),
+        (format!("{url}\nleeway = \"1500ms\""), "", "auth.jwt.leeway"),
+        (format!("{url}\nleeway = \"1h\""), "", "auth.jwt.leeway"),
+        (format!("{url}\nrefresh = \"0s\""), "", "auth.jwt.refresh"),
+        (format!("secret = \"{SECRET}\"\nrefresh = \"1m\""), "", "auth.jwt.refresh"),
+        (format!("{url}\nconsumer_claim = \"\""), "", "auth.jwt.consumer_claim"),
+        (
+            format!("{url}\nclaims_to_headers = {{ sub = \"x user\" }}"),
+            "",
+            "auth.jwt.claims_to_headers.sub",
+        ),
+        (
+            format!("{url}\nclaims_to_headers = {{ sub = \"Authorization\" }}"),
+            "",
+            "auth.jwt.claims_to_headers.sub",
+        ),
+        (
+            format!("{url}\nclaims_to_headers = {{ sub = \"x-api-key\" }}"),
+            "",
+            "auth.jwt.claims_to_headers.sub",
+        ),
+        (
+            format!("{url}\nclaims_to_headers = {{ sub = \"x-consumer\" }}"),
+            "",
+            "auth.jwt.claims_to_headers.sub",
+        ),
+        (
+            format!("{url}\nclaims_to_headers = {{ a = \"x-u\", b = \"X-U\" }}"),
+            "",
+            "auth.jwt.claims_to_headers.b",
+        ),
+        (format!("{url}\nissuer = \"\""), "", "auth.jwt.issuer"),
+        (format!("{url}\nkid = \"x\""), "", "auth.jwt.kid"),
+        // An API key carries no scopes: key_or_jwt routes cannot ask for any.
+        (url.into(), "auth = \"key_or_jwt\"\nscopes = [\"a\"]", "routes[0].scopes"),
+    ];
+    for (jwt, route, path) in cases {
+        assert_eq!(paths(&with_jwt(jwt, route)), [*path], "{jwt} / {route}");
+    }
+    // No [auth.jwt]: a route or the default asking for tokens is refused.
+    assert_eq!(
+        errors(&with_auth(CONSUMERS, "auth = \"jwt\"")),
+        ["routes[0].auth: auth = \"jwt\" needs [auth.jwt] to verify tokens"]
+    );
+    assert_eq!(paths(&with_auth("[auth]\ndefault = \"key_or_jwt\"\n[[auth.consumers]]\nname = \"a\"\nkeys = [\"mobile-key-0123456789\"]", "")), ["auth.default", "routes[0].auth"]);
+    // The secret is never quoted, even when refused.
+    let reported = errors(&with_jwt("secret = \"secret-but-short\"", ""));
+    assert!(reported.iter().all(|e| !e.contains("secret-but-short")), "{reported:?}");
+}
+
+#[test]
+fn a_jwks_file_must_hold_a_key_for_the_algorithms() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("jwks.json");
+    let rsa = r#"{"keys":[{"kty":"RSA","kid":"r1","n":"0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdAZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-kEgU8awapJzKnqDKgw","e":"AQAB"}]}"#;
+    std::fs::write(&file, rsa).unwrap();
+    let jwt = |algorithms: &str| {
+        format!(
+            "jwks_file = {:?}\naudiences = [\"shop\"]\nalgorithms = {algorithms}",
+            file.display().to_string()
+        )
+    };
+    assert!(parse(&with_jwt(&jwt("[\"RS256\"]"), "auth = \"jwt\"")).is_ok());
+    assert_eq!(paths(&with_jwt(&jwt("[\"ES256\"]"), "")), ["auth.jwt.jwks_file"]);
+    std::fs::write(&file, "not json").unwrap();
+    assert_eq!(paths(&with_jwt(&jwt("[\"RS256\"]"), "")), ["auth.jwt.jwks_file"]);
 }
 
 #[test]

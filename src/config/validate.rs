@@ -94,6 +94,7 @@ pub(crate) fn validate(
         has_consumers: auth
             .as_ref()
             .is_some_and(|a| a.as_ref().is_some_and(|a| !a.consumers.is_empty())),
+        has_jwt: auth.as_ref().is_some_and(|a| a.as_ref().is_some_and(|a| a.jwt.is_some())),
         has_redis,
         default: auth.as_ref().and_then(|a| a.as_ref()).map_or(AuthKind::None, |a| a.default),
     };

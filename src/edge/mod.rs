@@ -125,7 +125,7 @@ async fn dispatch(
         Some(Err(refusal)) => (None, Some(refusal.into_response())),
     };
     let identity = admission.as_ref().map(|a| &a.identity);
-    let consumer = admission.as_ref().and_then(|a| a.consumer).map(|c| &c.name);
+    let consumer = admission.as_ref().and_then(|a| a.caller.as_ref());
     let mut logs_itself = false;
     // `elapsed`: when already read (one clock read serves the proxy
     // duration metric and the access line).

@@ -127,7 +127,14 @@ impl Gateway {
                 format!("cannot read {}: {e}", path.display()),
             ))
         })?;
-        let new = config::parse_str(&text).map_err(ReloadError::Invalid)?;
+        // Validation reads files the config names (`auth.jwt.jwks_file`):
+        // off the async thread too.
+        let new = tokio::task::spawn_blocking(move || config::parse_str(&text))
+            .await
+            .map_err(|_| {
+                ReloadError::Invalid(ConfigErrors::single("", "config validation did not finish"))
+            })?
+            .map_err(ReloadError::Invalid)?;
         let old = self.runtime.load_full();
         check_unchangeable(&old.config, &new).map_err(ReloadError::Invalid)?;
 

@@ -246,8 +246,8 @@ impl Runtime {
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
         let unmatched = RequestCounters::new("unmatched");
-        let gate = Gate::build(&config, reuse.and_then(|old| old.gate.as_deref()), tier.as_ref())
-            .map(Arc::new);
+        let previous_gate = reuse.and_then(|old| old.gate.as_deref());
+        let gate = Gate::build(&config, previous_gate, control, tier.as_ref()).map(Arc::new);
         Self { config, backends, routes, proxies, unmatched, broker, shared_tier: tier, gate }
     }
 

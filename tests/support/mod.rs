@@ -9,6 +9,7 @@ pub mod amqp;
 pub mod consul;
 pub mod fake;
 pub mod hostile;
+pub mod jwt;
 pub mod process;
 pub mod raw_client;
 pub mod raw_wire;

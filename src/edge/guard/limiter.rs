@@ -38,6 +38,9 @@ const SHARDS: usize = 16;
 pub enum LimitKey {
     /// A consumer, by name (names survive reloads; indexes do not).
     Consumer(Arc<str>),
+    /// A JWT caller, by its `consumer_claim`: apart from consumers, so a
+    /// token cannot draw from (or drain) an API key consumer's bucket.
+    Subject(Arc<str>),
     /// A client address; IPv6 by its /64, the block one host is given.
     Ip(IpAddr),
 }

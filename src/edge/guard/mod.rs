@@ -1,13 +1,16 @@
 //! The edge's gate, passed before a route is served: who is calling (an
-//! API key), whether the route lets them (its `auth`), how often (its and
-//! the consumer's `rate_limit`), and what services are told about the
-//! caller (`x-consumer`, never a copy the client made up).
+//! API key or a bearer JWT, see [`jwt`]), whether the route lets them (its
+//! `auth` and `scopes`), how often (its and the consumer's `rate_limit`),
+//! and what services are told about the caller (`x-consumer` and the
+//! `claims_to_headers`, never a copy the client made up).
 //!
 //! A file without `[auth]` and without any `rate_limit` has no gate at all
 //! ([`crate::gateway::runtime::Runtime::gate`] is `None`): nothing here runs
 //! on such a gateway's requests.
 
 pub mod client_ip;
+pub mod jwks;
+pub mod jwt;
 pub mod keys;
 pub mod limiter;
 pub mod shared_limit;
@@ -22,6 +25,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use crate::config::{AccessConfig, Config, LimitBy, LimitPolicy, RateLimitConfig, TrustedNet};
 use crate::edge::client_headers::ClientHeaders;
 use crate::shared_cache::SharedTier;
+use jwt::{JwtVerifier, TokenRefusal};
 use keys::KeyTable;
 use limiter::{LimitKey, Limiter, Verdict};
 use shared_limit::SharedLimit;
@@ -30,6 +34,8 @@ use shared_limit::SharedLimit;
 pub static X_CONSUMER: HeaderName = HeaderName::from_static("x-consumer");
 /// `X-Forwarded-For`, read when the peer is a trusted proxy.
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `Authorization`, where a bearer token is read.
+static AUTHORIZATION: HeaderName = header::AUTHORIZATION;
 /// `RateLimit-Policy`.
 static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 /// `RateLimit`.
@@ -53,6 +59,8 @@ pub struct Gate {
     key_header: Option<HeaderName>,
     keys: KeyTable,
     consumers: Vec<Consumer>,
+    /// `[auth.jwt]`, when set.
+    jwt: Option<JwtVerifier>,
     /// Headers services get from mosaic only: whatever the client sent
     /// under these names is dropped.
     reserved: Vec<HeaderName>,
@@ -65,6 +73,9 @@ pub struct Gate {
 pub struct Admission<'g> {
     /// The consumer, when the route asked for a key.
     pub consumer: Option<&'g Consumer>,
+    /// The caller's name (an API key's consumer, a token's
+    /// `consumer_claim`), for the access log.
+    pub caller: Option<Arc<str>>,
     /// The identity headers services see.
     pub identity: Identity<'g>,
     /// `RateLimit-Policy` and `RateLimit`, when a limit applies.
@@ -76,9 +87,10 @@ pub struct Admission<'g> {
 pub struct Identity<'g> {
     /// Names only mosaic sets (a client's copies are never passed on).
     reserved: &'g [HeaderName],
-    /// The credential mosaic checked for this route: not passed on to a
-    /// proxied service (a section can still ask for it by name).
-    consumed: Option<&'g HeaderName>,
+    /// The credentials mosaic checks for this route (the key header,
+    /// `Authorization`): not passed on to a proxied service (a section can
+    /// still ask for one by name).
+    consumed: [Option<&'g HeaderName>; 2],
     /// The values mosaic sets.
     set: Vec<(HeaderName, HeaderValue)>,
     /// The client's address (see [`client_ip`]).
@@ -93,7 +105,7 @@ impl Identity<'_> {
 
     /// Whether a proxied service is not sent the client's header `name`.
     pub fn withholds(&self, name: &HeaderName) -> bool {
-        self.is_reserved(name) || self.consumed == Some(name)
+        self.is_reserved(name) || self.consumed.iter().flatten().any(|c| *c == name)
     }
 
     /// mosaic's values for `name`.
@@ -127,10 +139,12 @@ impl Gate {
     /// The gate of `config`, or `None` when nothing is asked of callers
     /// (no `[auth]`, no `rate_limit`). Limits of `previous` whose
     /// configuration is unchanged are kept (a reload does not refill
-    /// everyone's bucket). `tier` holds the limits of `policy = "redis"`.
+    /// everyone's bucket). A `jwks_url` is fetched from a task on
+    /// `control`; `tier` holds the limits of `policy = "redis"`.
     pub fn build(
         config: &Config,
         previous: Option<&Gate>,
+        control: &actix_rt::ArbiterHandle,
         tier: Option<&Arc<SharedTier>>,
     ) -> Option<Gate> {
         let limited = config.routes.iter().any(|r| r.access.rate_limit.is_some())
@@ -157,17 +171,30 @@ impl Gate {
             .collect();
         let key_header =
             config.auth.as_ref().and_then(|a| HeaderName::from_bytes(a.key_header.as_bytes()).ok());
-        let reserved = if config.auth.is_some() { vec![X_CONSUMER.clone()] } else { Vec::new() };
+        let jwt = config
+            .auth
+            .as_ref()
+            .and_then(|a| a.jwt.as_ref())
+            .map(|jwt| JwtVerifier::build(jwt, previous.and_then(|p| p.jwt.as_ref()), control));
+        let mut reserved =
+            if config.auth.is_some() { vec![X_CONSUMER.clone()] } else { Vec::new() };
+        // Claim headers are mosaic's on every route, whatever its `auth`:
+        // an open route must not pass on a client's own `x-user-id`.
+        reserved.extend(jwt.iter().flat_map(JwtVerifier::header_names).cloned());
         Some(Gate {
             key_header,
             keys,
             consumers,
+            jwt,
             reserved,
             trusted: config.server.trusted_proxies.clone(),
         })
     }
 
-    /// Checks one request against a route's `access` and `limit`.
+    /// Checks one request against a route's `access` and `limit`. Waits
+    /// only when a token names a key not known yet (at most
+    /// [`jwks::ON_DEMAND_WAIT`]) and for a `policy = "redis"` limit (at most
+    /// `redis.timeout`).
     pub async fn admit(
         &self,
         req: &HttpRequest,
@@ -175,14 +202,13 @@ impl Gate {
         access: &AccessConfig,
         limit: Option<&Limiter>,
     ) -> Result<Admission<'_>, Refusal> {
-        let mut consumed = None;
-        let consumer = match (&self.key_header, access.auth.takes_key()) {
-            (Some(key_header), true) => {
-                consumed = Some(key_header);
-                Some(self.consumer_of(req, key_header)?)
-            }
-            _ => None,
+        let (caller, consumed) = self.caller(req, access).await?;
+        let (consumer, token) = match caller {
+            Caller::Anonymous => (None, None),
+            Caller::Key(consumer) => (Some(consumer), None),
+            Caller::Token(verified) => (None, Some(verified)),
         };
+        let subject = token.as_ref().and_then(|t| t.consumer.as_ref()).map(|(name, _)| name);
         let client_ip = req.peer_addr().map(|peer| {
             let lines = req.headers().get_all(&X_FORWARDED_FOR).map(HeaderValue::as_bytes);
             if client.forwarded_for.is_some() {
@@ -198,9 +224,12 @@ impl Gate {
             binding = tighter(binding, verdict, limiter.config());
         }
         if let Some(limiter) = limit {
-            let key = match (limiter.config().by, consumer) {
-                (LimitBy::Consumer, Some(consumer)) => {
+            let key = match (limiter.config().by, consumer, subject) {
+                (LimitBy::Consumer, Some(consumer), _) => {
                     Some(LimitKey::Consumer(consumer.name.clone()))
+                }
+                (LimitBy::Consumer, None, Some(subject)) => {
+                    Some(LimitKey::Subject(subject.clone()))
                 }
                 _ => client_ip.map(LimitKey::ip),
             };
@@ -218,12 +247,46 @@ impl Gate {
                 Some(limit_headers(config, remaining, reset))
             }
         };
-        let set = match consumer {
-            Some(consumer) => vec![(X_CONSUMER.clone(), consumer.header.clone())],
-            None => Vec::new(),
+        let (caller, set) = match (consumer, token) {
+            (Some(consumer), _) => {
+                (Some(consumer.name.clone()), vec![(X_CONSUMER.clone(), consumer.header.clone())])
+            }
+            (None, Some(token)) => {
+                let mut set = token.headers;
+                let caller = token.consumer.map(|(name, value)| {
+                    set.push((X_CONSUMER.clone(), value));
+                    name
+                });
+                (caller, set)
+            }
+            (None, None) => (None, Vec::new()),
         };
         let identity = Identity { reserved: &self.reserved, consumed, set, client_ip };
-        Ok(Admission { consumer, identity, limit })
+        Ok(Admission { consumer, caller, identity, limit })
+    }
+
+    /// Who the request's credential says is calling, and which credential
+    /// headers the route reads. On `key_or_jwt` a request that sends a key
+    /// is judged by its key, else by its bearer token.
+    async fn caller(
+        &self,
+        req: &HttpRequest,
+        access: &AccessConfig,
+    ) -> Result<(Caller<'_>, [Option<&HeaderName>; 2]), Refusal> {
+        let key_header = self.key_header.as_ref().filter(|_| access.auth.takes_key());
+        let jwt = self.jwt.as_ref().filter(|_| access.auth.takes_jwt());
+        let consumed = [key_header, jwt.map(|_| &AUTHORIZATION)];
+        if let Some(key_header) = key_header {
+            if jwt.is_none() || req.headers().contains_key(key_header) {
+                return Ok((Caller::Key(self.consumer_of(req, key_header)?), consumed));
+            }
+        }
+        let Some(jwt) = jwt else { return Ok((Caller::Anonymous, consumed)) };
+        let Some(token) = jwt::bearer(req.headers()).map_err(Refusal::Token)? else {
+            return Err(Refusal::Token(TokenRefusal::Missing { or_key: key_header.cloned() }));
+        };
+        let verified = jwt.verify(token, &access.scopes).await.map_err(Refusal::Token)?;
+        Ok((Caller::Token(verified), consumed))
     }
 
     /// The consumer whose key the request carries, or the 401 to answer.
@@ -255,9 +318,21 @@ impl Gate {
     }
 }
 
+/// Who is calling, by the credential the route took.
+enum Caller<'g> {
+    /// No credential asked for.
+    Anonymous,
+    /// An API key's consumer.
+    Key(&'g Consumer),
+    /// A verified bearer token.
+    Token(jwt::Verified),
+}
+
 /// Why the gate refused a request.
 #[derive(Debug)]
 pub enum Refusal {
+    /// A bearer token missing, bad, short of scopes, or not checkable yet.
+    Token(TokenRefusal),
     /// No credential, or a bad one: 401.
     Unauthorized {
         /// The `WWW-Authenticate` value.
@@ -280,6 +355,7 @@ impl Refusal {
         match self {
             Refusal::Unauthorized { challenge, detail } => unauthorized(challenge, &detail),
             Refusal::Limited { config, retry_after } => too_many_requests(&config, retry_after),
+            Refusal::Token(refusal) => refusal.into_response(),
         }
     }
 }

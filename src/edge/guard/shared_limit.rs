@@ -121,6 +121,10 @@ impl SharedLimit {
                 bucket.extend_from_slice(b"c:");
                 bucket.extend_from_slice(name.as_bytes());
             }
+            LimitKey::Subject(subject) => {
+                bucket.extend_from_slice(b"s:");
+                bucket.extend_from_slice(subject.as_bytes());
+            }
             LimitKey::Ip(ip) => {
                 bucket.extend_from_slice(b"ip:");
                 // Writing to a Vec cannot fail.
