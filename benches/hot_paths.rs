@@ -86,7 +86,8 @@ fn state_access(c: &mut Criterion) {
     for (name, cross) in [("actor_same_arbiter", false), ("actor_cross_arbiter", true)] {
         group.bench_function(name, move |b| {
             b.iter_custom(|iters| {
-                let (_, control) = Backend::new(backend_config(), 1 << 20, None, None, None);
+                let (_, control) =
+                    Backend::new(backend_config(), 1 << 20, None, None, None, Default::default());
                 System::new().block_on(async move {
                     let restarts = Arc::new(AtomicU64::new(0));
                     let arbiter = Arbiter::new();

@@ -23,7 +23,7 @@ use crate::backend::cache::CachedResponse;
 use crate::backend::{CacheStep, CallSpec, FetchError, Network, Transport};
 use crate::edge::guard::Identity;
 use crate::gateway::runtime::{RouteRuntime, SectionRuntime};
-use crate::page::{self, Page, SectionReply, Source, Tier};
+use crate::page::{self, Page, SectionReply, Tier};
 use crate::template::Params;
 
 /// Composes a page for a matched route. `per_request` headers (request id,
@@ -125,13 +125,11 @@ pub async fn compose_via<T: Transport>(
     // Every slot is filled: served from cache, answered, or cut.
     let replies: Vec<SectionReply> = replies.into_iter().flatten().collect();
     for (section, reply) in route.sections.iter().zip(&replies) {
-        if let Some(i) = Source::ALL.iter().position(|s| *s == reply.source) {
-            section.source_counters[i].increment(1);
-        }
+        section.sources.record(reply.source);
     }
     let page = page::assemble(&route.labels, &replies, arrived.elapsed());
     if page.complete {
-        route.complete_pages.increment(1);
+        route.responses.complete_page();
     }
     (page, replies)
 }

@@ -20,6 +20,7 @@
 //! - [`admin`]: the operator listener: metrics, health, admin API, the live
 //!   dashboard and its event stream.
 //! - [`telemetry`]: logging setup (human or JSON, non-blocking), the access log.
+//! - [`counters`]: the gateway's own cumulative counters (latency, statuses, sources), read by `/metrics` and the dashboard.
 //! - [`digits`]: numbers written as digits without `fmt` (decimals, hex).
 //! - [`clock`]: wall-clock milliseconds for what operators read.
 //! - [`chaos`]: the chaos experiment: processes, load, faults on a schedule, report.
@@ -43,6 +44,7 @@ pub mod chaos;
 pub mod clock;
 pub mod config;
 pub mod coordinator;
+pub mod counters;
 pub mod demo;
 pub mod digits;
 pub mod discovery;

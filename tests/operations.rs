@@ -58,6 +58,63 @@ async fn metrics_are_exported_and_move() {
     gw.stop(false).await;
 }
 
+/// A reload carries every counter over by label: a route that stays, and
+/// a backend that stays even when its configuration changed and it was
+/// rebuilt, go on counting where they were in `/metrics`; a route the
+/// reload removed is no longer exported.
+#[actix_rt::test]
+async fn reload_carries_counters_over_in_metrics() {
+    let svc = FakeBackend::start(Reply::ok(r#"{"a":1}"#));
+    let gone = "
+[[routes]]
+path = \"/gone/{id}\"
+deadline = \"1s\"
+sections = [ { name = \"item\", backend = \"carry\", path = \"/items/{id}\" } ]
+";
+    let first = format!("{}{gone}", config("carry", &svc.address(), ""));
+    let (gw, file) = start_gateway_from_file(&first).await;
+    let scrape =
+        || async { String::from_utf8(get(gw.admin_addr, "/metrics").await.body).expect("utf8") };
+    for _ in 0..3 {
+        assert_eq!(get(gw.addr, "/carry/1").await.status, 200);
+    }
+    assert_eq!(get(gw.addr, "/gone/1").await.status, 200);
+    assert_eq!(get(gw.addr, "/nowhere").await.status, 404);
+    let before = scrape().await;
+    assert!(before.contains(r#"mosaic_requests_total{route="/gone/{id}",status="200"} 1"#));
+
+    // The backend's retries change: it is rebuilt, under the same name.
+    let second = config("carry", &svc.address(), "").replace("retries = 0", "retries = 1");
+    std::fs::write(file.path(), &second).expect("write");
+    let reloaded = admin(gw.admin_addr, "POST", "/admin/reload", None, None).await;
+    assert_eq!(reloaded.status, 200, "{}", String::from_utf8_lossy(&reloaded.body));
+    assert_eq!(reloaded.json()["changes"]["changed"][0], "carry", "{}", reloaded.json());
+    for _ in 0..2 {
+        assert_eq!(get(gw.addr, "/carry/1").await.status, 200);
+    }
+    assert_eq!(get(gw.addr, "/nowhere").await.status, 404);
+
+    let text = scrape().await;
+    for needle in [
+        r#"mosaic_requests_total{route="/carry/{id}",status="200"} 5"#,
+        r#"mosaic_requests_total{route="unmatched",status="404"} 2"#,
+        r#"mosaic_request_duration_seconds_count{route="/carry/{id}"} 5"#,
+        r#"mosaic_pages_complete_total{route="/carry/{id}"} 5"#,
+        r#"mosaic_section_source_total{route="/carry/{id}",section="item",source="live"} 5"#,
+        // 3 + 1 attempts before the reload (both routes), 2 after.
+        r#"mosaic_backend_duration_seconds_count{backend="carry"} 6"#,
+        r#"mosaic_backend_duration_seconds_bucket{backend="carry",le="+Inf"} 6"#,
+        r#"mosaic_cache_misses_total{backend="carry"} 0"#,
+    ] {
+        assert!(text.contains(needle), "missing {needle}\n{text}");
+    }
+    assert!(!text.contains(r#"route="/gone/{id}""#), "a removed route is not exported\n{text}");
+    // The recorder's own families are still there, once each.
+    assert_eq!(text.matches("# TYPE mosaic_breaker_state gauge").count(), 1, "{text}");
+    assert_eq!(text.matches("# TYPE mosaic_requests_total counter").count(), 1, "{text}");
+    gw.stop(false).await;
+}
+
 /// `/admin/*` needs the bearer token when one is set; health and metrics do not.
 #[actix_rt::test]
 async fn admin_token_is_enforced() {

@@ -15,11 +15,9 @@ use std::time::{Duration, Instant};
 use actix_web::http::header;
 use actix_web::HttpResponse;
 use bytes::Bytes;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::watch;
 
-use super::exposition::Exposition;
-use super::snapshot::{BackendNow, History, RouteShape};
+use super::snapshot::{BackendNow, History, RouteShape, SectionShape};
 use crate::backend::Backend;
 use crate::gateway::runtime::Runtime;
 use crate::gateway::Gateway;
@@ -85,11 +83,7 @@ impl EventsHub {
 
     /// Answers `GET /admin/events` (the caller checked the token): a
     /// stream of snapshot frames, or 503 when [`MAX_STREAMS`] are open.
-    pub fn connect(
-        self: &Arc<Self>,
-        gateway: &Arc<Gateway>,
-        metrics: Option<&PrometheusHandle>,
-    ) -> HttpResponse {
+    pub fn connect(self: &Arc<Self>, gateway: &Arc<Gateway>) -> HttpResponse {
         let Some(slot) = self.try_open() else {
             return HttpResponse::ServiceUnavailable()
                 .insert_header((header::RETRY_AFTER, "5"))
@@ -100,7 +94,7 @@ impl EventsHub {
         // Subscribe before starting the sampler, so it sees a watcher.
         let frames = self.frames.subscribe();
         if !self.sampling.swap(true, Ordering::AcqRel) {
-            actix_rt::spawn(sample(self.clone(), gateway.clone(), metrics.cloned()));
+            actix_rt::spawn(sample(self.clone(), gateway.clone()));
         }
         let stream = futures_util::stream::unfold(
             (frames, slot, true),
@@ -139,7 +133,7 @@ impl Drop for SamplerGuard {
 }
 
 /// The sampler: a reading a second, sent to every stream as one frame.
-async fn sample(hub: Arc<EventsHub>, gateway: Arc<Gateway>, metrics: Option<PrometheusHandle>) {
+async fn sample(hub: Arc<EventsHub>, gateway: Arc<Gateway>) {
     let _guard = SamplerGuard(hub.clone());
     let mut history = History::default();
     let mut every = tokio::time::interval(EVERY);
@@ -158,39 +152,36 @@ async fn sample(hub: Arc<EventsHub>, gateway: Arc<Gateway>, metrics: Option<Prom
             }
             idle = 0;
         }
-        let frame = frame(&mut history, &gateway.runtime(), metrics.as_ref(), Instant::now());
+        let frame = frame(&mut history, &gateway.runtime(), Instant::now());
         hub.frames.send_replace(Some(frame));
     }
 }
 
 /// One reading of `runtime` taken into `history`, as an SSE frame.
-pub fn frame(
-    history: &mut History,
-    runtime: &Runtime,
-    metrics: Option<&PrometheusHandle>,
-    at: Instant,
-) -> Bytes {
-    let exposition = metrics.map(|handle| Exposition::parse(&handle.render()));
+pub fn frame(history: &mut History, runtime: &Runtime, at: Instant) -> Bytes {
     let now: Vec<BackendNow> = runtime.backends.values().map(|h| now(&h.backend)).collect();
     let routes: Vec<RouteShape> = runtime
         .routes
         .iter()
         .map(|route| RouteShape {
-            route: route.config.path.clone(),
+            route: &route.config.path,
+            responses: &route.responses,
             sections: route
-                .config
                 .sections
                 .iter()
-                .map(|s| (s.name.clone(), s.backend.clone()))
+                .map(|s| SectionShape {
+                    name: &s.name,
+                    backend: s.backend.name(),
+                    sources: &s.sources,
+                })
                 .collect(),
         })
         .collect();
-    let snapshot = history.record(at, &now, &routes, exposition.as_ref());
-    encode(&snapshot)
+    encode(&history.record(at, &now, &routes))
 }
 
 /// What a backend shows now, from the same reads as `/admin/backends`.
-fn now(backend: &Backend) -> BackendNow {
+fn now(backend: &Backend) -> BackendNow<'_> {
     let status = backend.status();
     BackendNow {
         name: status.name,
@@ -202,6 +193,7 @@ fn now(backend: &Backend) -> BackendNow {
         successes: status.successes,
         failures: status.failures,
         rejections: status.rejections,
+        series: backend.series(),
     }
 }
 

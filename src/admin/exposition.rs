@@ -1,225 +1,282 @@
-//! Reads back the few series the dashboard needs from the Prometheus text
-//! that `/metrics` serves.
+//! Writes the Prometheus text of the families mosaic counts itself
+//! ([`crate::counters`]): responses by route and status, request and
+//! backend latency histograms, complete pages, section sources, cache
+//! hits and misses. `/metrics` is the recorder's render (every other
+//! family) followed by this text.
 //!
-//! The request path only bumps `metrics` handles, which cannot be read
-//! back; the recorder's rendered text is the one place their values can
-//! be seen. The dashboard's sampler renders it once a second and keeps,
-//! from it, only what a snapshot needs: backend latency buckets, cache hits
-//! and misses, responses per route and section sources per route. Nothing
-//! here runs per request.
+//! Names, labels, types and number formats are those the `metrics`
+//! recorder used to write for the same families (bucket bounds printed as
+//! Rust prints an `f64`, series in a fixed order), so scrapes, alerts and
+//! dashboards built on them read the same series.
 
-use std::borrow::Cow;
-use std::collections::HashMap;
+use std::fmt::Write;
 
+use crate::backend::BackendSeries;
+use crate::counters::{LatencyHistogram, ResponseSeries, SourceCounts, LATENCY_BUCKETS};
+use crate::gateway::runtime::Runtime;
 use crate::page::Source;
 
-/// Cumulative latency counts of one backend: one per
-/// [`super::metrics::LATENCY_BUCKETS`] bound, then `+Inf`.
-pub type Buckets = Vec<u64>;
-
-/// The dashboard's series, as cumulative counts at the time of rendering.
-#[derive(Debug, Default, Clone)]
-pub struct Exposition {
-    /// `mosaic_backend_duration_seconds_bucket`, by backend.
-    pub latency: HashMap<String, Buckets>,
-    /// `mosaic_cache_hits_total`, by backend.
-    pub cache_hits: HashMap<String, u64>,
-    /// `mosaic_cache_misses_total`, by backend.
-    pub cache_misses: HashMap<String, u64>,
-    /// `mosaic_requests_total` summed over statuses, by route.
-    pub responses: HashMap<String, u64>,
-    /// `mosaic_pages_complete_total`, by route.
-    pub complete: HashMap<String, u64>,
-    /// `mosaic_section_source_total`, by route then section, in
-    /// [`Source::ALL`] order.
-    pub sources: HashMap<String, HashMap<String, [u64; 5]>>,
+/// The series to write, borrowed from a runtime (or built by hand in a
+/// test or bench).
+#[derive(Debug, Default)]
+pub struct Families<'a> {
+    /// Every route label (composed, proxy, `unmatched`) and its counters.
+    pub responses: Vec<(&'a str, &'a ResponseSeries)>,
+    /// The composed routes' labels: only they have complete pages.
+    pub pages: Vec<(&'a str, &'a ResponseSeries)>,
+    /// Route label, section name and its sources.
+    pub sections: Vec<(&'a str, &'a str, &'a SourceCounts)>,
+    /// Backend name and its series.
+    pub backends: Vec<(&'a str, &'a BackendSeries)>,
 }
 
-const LATENCY: &str = "mosaic_backend_duration_seconds_bucket{";
-const CACHE_HITS: &str = "mosaic_cache_hits_total{";
-const CACHE_MISSES: &str = "mosaic_cache_misses_total{";
-const RESPONSES: &str = "mosaic_requests_total{";
-const SOURCES: &str = "mosaic_section_source_total{";
-const COMPLETE: &str = "mosaic_pages_complete_total{";
-
-impl Exposition {
-    /// Keeps the dashboard's series from a Prometheus text exposition;
-    /// lines it does not need, or cannot read, are skipped.
-    pub fn parse(text: &str) -> Self {
-        let mut out = Exposition::default();
-        let bounds = super::metrics::LATENCY_BUCKETS;
-        for line in text.lines() {
-            if !line.starts_with("mosaic_") {
+impl<'a> Families<'a> {
+    /// The series of `runtime`: its route labels, composed routes (a path
+    /// listed twice is written once), sections and backends.
+    pub fn of(runtime: &'a Runtime) -> Self {
+        let mut families = Families {
+            responses: runtime.responses.iter().map(|(label, s)| (label.as_str(), &**s)).collect(),
+            ..Families::default()
+        };
+        for route in &runtime.routes {
+            let path = route.config.path.as_str();
+            if families.pages.iter().any(|(p, _)| *p == path) {
                 continue;
             }
-            if let Some(rest) = line.strip_prefix(LATENCY) {
-                let Some((labels, value)) = sample(rest) else { continue };
-                let (Some(backend), Some(le)) = (label(&labels, "backend"), label(&labels, "le"))
-                else {
-                    continue;
-                };
-                // Exact text match on the bound: the recorder writes the
-                // configured bounds back as they were given.
-                let index = if le == "+Inf" {
-                    Some(bounds.len())
-                } else {
-                    le.parse::<f64>().ok().and_then(|le| bounds.iter().position(|b| *b == le))
-                };
-                if let Some(index) = index {
-                    // Nineteen lines per backend: allocate its key once.
-                    if !out.latency.contains_key(backend.as_ref()) {
-                        out.latency.insert(backend.to_string(), vec![0; bounds.len() + 1]);
-                    }
-                    if let Some(buckets) = out.latency.get_mut(backend.as_ref()) {
-                        buckets[index] = value;
-                    }
-                }
-            } else if let Some(rest) = line.strip_prefix(CACHE_HITS) {
-                by_label(&mut out.cache_hits, rest, "backend");
-            } else if let Some(rest) = line.strip_prefix(CACHE_MISSES) {
-                by_label(&mut out.cache_misses, rest, "backend");
-            } else if let Some(rest) = line.strip_prefix(RESPONSES) {
-                let Some((labels, value)) = sample(rest) else { continue };
-                if let Some(route) = label(&labels, "route") {
-                    match out.responses.get_mut(route.as_ref()) {
-                        Some(total) => *total += value,
-                        None => {
-                            out.responses.insert(route.into_owned(), value);
-                        }
-                    }
-                }
-            } else if let Some(rest) = line.strip_prefix(COMPLETE) {
-                let Some((labels, value)) = sample(rest) else { continue };
-                if let Some(route) = label(&labels, "route") {
-                    out.complete.insert(route.into_owned(), value);
-                }
-            } else if let Some(rest) = line.strip_prefix(SOURCES) {
-                let Some((labels, value)) = sample(rest) else { continue };
-                let (Some(route), Some(section), Some(source)) =
-                    (label(&labels, "route"), label(&labels, "section"), label(&labels, "source"))
-                else {
-                    continue;
-                };
-                let Some(index) = Source::ALL.iter().position(|s| s.as_str() == source) else {
-                    continue;
-                };
-                // Five lines per section: allocate the keys once.
-                if !out.sources.contains_key(route.as_ref()) {
-                    out.sources.insert(route.to_string(), HashMap::new());
-                }
-                let Some(sections) = out.sources.get_mut(route.as_ref()) else { continue };
-                if !sections.contains_key(section.as_ref()) {
-                    sections.insert(section.to_string(), [0; 5]);
-                }
-                if let Some(counts) = sections.get_mut(section.as_ref()) {
-                    counts[index] = value;
-                }
+            families.pages.push((path, &route.responses));
+            for section in &route.sections {
+                families.sections.push((path, section.name.as_str(), &section.sources));
             }
         }
-        out
+        families.backends = runtime
+            .backends
+            .iter()
+            .map(|(name, h)| (name.as_str(), &**h.backend.series()))
+            .collect();
+        families
     }
-}
 
-fn by_label(map: &mut HashMap<String, u64>, rest: &str, name: &str) {
-    if let Some((labels, value)) = sample(rest) {
-        if let Some(key) = label(&labels, name) {
-            *map.entry(key.into_owned()).or_insert(0) += value;
+    /// Appends the text of every family to `out`.
+    pub fn write(&self, out: &mut String) {
+        if !self.responses.is_empty() {
+            header(out, REQUESTS, "counter", "Responses sent, by route template and status.");
+            for (route, series) in &self.responses {
+                for (status, count) in series.statuses.nonzero() {
+                    let _ = writeln!(
+                        out,
+                        "{REQUESTS}{{route=\"{}\",status=\"{status}\"}} {count}",
+                        Escaped(route)
+                    );
+                }
+            }
+            out.push('\n');
+            header(
+                out,
+                REQUEST_DURATION,
+                "histogram",
+                "Time from request arrival to response (for proxies: to the response head), by route.",
+            );
+            for (route, series) in &self.responses {
+                histogram(out, REQUEST_DURATION, "route", route, &series.duration);
+            }
+            out.push('\n');
+        }
+        if !self.pages.is_empty() {
+            header(
+                out,
+                COMPLETE,
+                "counter",
+                "Composed pages with every section live or fresh from cache, by route template.",
+            );
+            for (route, series) in &self.pages {
+                let _ = writeln!(
+                    out,
+                    "{COMPLETE}{{route=\"{}\"}} {}",
+                    Escaped(route),
+                    series.complete_pages()
+                );
+            }
+            out.push('\n');
+        }
+        if !self.sections.is_empty() {
+            header(
+                out,
+                SOURCES,
+                "counter",
+                "Page sections by where their body came from: live, cache, stale, default, none.",
+            );
+            for (route, section, sources) in &self.sections {
+                for (source, count) in Source::ALL.iter().zip(sources.read()) {
+                    let _ = writeln!(
+                        out,
+                        "{SOURCES}{{route=\"{}\",section=\"{}\",source=\"{}\"}} {count}",
+                        Escaped(route),
+                        Escaped(section),
+                        source.as_str()
+                    );
+                }
+            }
+            out.push('\n');
+        }
+        if !self.backends.is_empty() {
+            header(
+                out,
+                BACKEND_DURATION,
+                "histogram",
+                "Duration of each attempt against a backend instance.",
+            );
+            for (backend, series) in &self.backends {
+                histogram(out, BACKEND_DURATION, "backend", backend, &series.latency);
+            }
+            out.push('\n');
+            for (name, help, count) in [
+                (
+                    CACHE_HITS,
+                    "Section calls answered from a fresh cache entry.",
+                    (|s: &BackendSeries| s.cache_hits.get()) as fn(&BackendSeries) -> u64,
+                ),
+                (CACHE_MISSES, "Section calls that found no fresh cache entry.", |s| {
+                    s.cache_misses.get()
+                }),
+            ] {
+                header(out, name, "counter", help);
+                for (backend, series) in &self.backends {
+                    let _ = writeln!(
+                        out,
+                        "{name}{{backend=\"{}\"}} {}",
+                        Escaped(backend),
+                        count(series)
+                    );
+                }
+                out.push('\n');
+            }
         }
     }
 }
 
-/// A series' labels: name and (unescaped) value.
-type Labels<'a> = Vec<(&'a str, Cow<'a, str>)>;
+const REQUESTS: &str = "mosaic_requests_total";
+const REQUEST_DURATION: &str = "mosaic_request_duration_seconds";
+const COMPLETE: &str = "mosaic_pages_complete_total";
+const SOURCES: &str = "mosaic_section_source_total";
+const BACKEND_DURATION: &str = "mosaic_backend_duration_seconds";
+const CACHE_HITS: &str = "mosaic_cache_hits_total";
+const CACHE_MISSES: &str = "mosaic_cache_misses_total";
 
-fn label<'a>(labels: &'a [(&'a str, Cow<'a, str>)], name: &str) -> Option<Cow<'a, str>> {
-    labels.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone())
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-/// Splits `a="x",b="y"} 12` (the text after the opening brace) into its
-/// labels and its value. Counts are written as integers; anything else
-/// (a float, NaN) is read as a float and truncated.
-fn sample(rest: &str) -> Option<(Labels<'_>, u64)> {
-    let mut labels = Vec::with_capacity(3);
-    let mut at = rest;
-    loop {
-        if let Some(after) = at.strip_prefix('}') {
-            let value = after.trim();
-            let value = value.parse::<u64>().ok().or_else(|| {
-                value.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).map(|v| v as u64)
+/// `_bucket` lines (cumulative, `+Inf` last), `_sum` and `_count`.
+fn histogram(out: &mut String, name: &str, label: &str, value: &str, h: &LatencyHistogram) {
+    let reading = h.read();
+    let value = Escaped(value);
+    for (le, count) in LATENCY_BUCKETS.iter().zip(&reading.cumulative) {
+        let _ = writeln!(out, "{name}_bucket{{{label}=\"{value}\",le=\"{le}\"}} {count}");
+    }
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {count}\n{name}_sum{{{label}=\"{value}\"}} {sum}\n{name}_count{{{label}=\"{value}\"}} {count}",
+        count = reading.count(),
+        sum = reading.sum_seconds,
+    );
+}
+
+/// A label value escaped for the text format: `\`, `"` and newline.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(['\\', '"', '\n']) {
+            f.write_str(&rest[..at])?;
+            f.write_str(match rest.as_bytes()[at] {
+                b'\\' => "\\\\",
+                b'"' => "\\\"",
+                _ => "\\n",
             })?;
-            return Some((labels, value));
+            rest = &rest[at + 1..];
         }
-        let at_name = at.strip_prefix(',').unwrap_or(at);
-        let (name, after_name) = at_name.split_once("=\"")?;
-        let (value, after_value) = quoted(after_name)?;
-        labels.push((name, value));
-        at = after_value;
+        f.write_str(rest)
     }
-}
-
-/// A label value up to its closing quote, unescaped (`\\`, `\"`, `\n`),
-/// and the text after the quote.
-fn quoted(text: &str) -> Option<(Cow<'_, str>, &str)> {
-    let end = text.find(['"', '\\'])?;
-    if text.as_bytes()[end] == b'"' {
-        return Some((Cow::Borrowed(&text[..end]), &text[end + 1..]));
-    }
-    let mut value = String::with_capacity(text.len());
-    let mut chars = text.char_indices();
-    while let Some((i, c)) = chars.next() {
-        match c {
-            '"' => return Some((Cow::Owned(value), &text[i + 1..])),
-            '\\' => match chars.next()?.1 {
-                'n' => value.push('\n'),
-                other => value.push(other),
-            },
-            other => value.push(other),
-        }
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
-    /// The series the dashboard needs are read with their labels; other
-    /// families, comments and malformed lines are skipped.
+    /// Every family in the format the recorder wrote: HELP and TYPE, the
+    /// labels in order, statuses seen only, all five sources, cumulative
+    /// buckets with the bounds as `f64`s print, `_sum` in seconds.
     #[test]
-    fn reads_the_dashboard_series() {
-        let text = r#"# HELP mosaic_cache_hits_total Section calls answered from a fresh cache entry.
-# TYPE mosaic_cache_hits_total counter
-mosaic_cache_hits_total{backend="pricing"} 7
-mosaic_cache_misses_total{backend="pricing"} 3
-mosaic_requests_total{route="/products/{id}",status="200"} 40
-mosaic_requests_total{route="/products/{id}",status="404"} 2
-mosaic_pages_complete_total{route="/products/{id}"} 33
-mosaic_section_source_total{route="/products/{id}",section="price",source="stale"} 5
-mosaic_section_source_total{route="/products/{id}",section="price",source="live"} 37
-mosaic_backend_duration_seconds_bucket{backend="pricing",le="0.001"} 1
-mosaic_backend_duration_seconds_bucket{backend="pricing",le="0.25"} 9
-mosaic_backend_duration_seconds_bucket{backend="pricing",le="+Inf"} 10
-mosaic_backend_duration_seconds_sum{backend="pricing"} 0.5
-mosaic_backend_requests_total{backend="pricing",outcome="success"} 10
-mosaic_requests_total{route="broken} 3
-"#;
-        let e = Exposition::parse(text);
-        assert_eq!(e.cache_hits["pricing"], 7);
-        assert_eq!(e.cache_misses["pricing"], 3);
-        assert_eq!(e.responses["/products/{id}"], 42);
-        assert_eq!(e.complete["/products/{id}"], 33);
-        let price = e.sources["/products/{id}"]["price"];
-        assert_eq!(price, [37, 0, 5, 0, 0]);
-        let buckets = &e.latency["pricing"];
-        assert_eq!(buckets.len(), super::super::metrics::LATENCY_BUCKETS.len() + 1);
-        assert_eq!((buckets[0], buckets[10], buckets[17]), (1, 9, 10));
+    fn writes_each_family() {
+        let route = ResponseSeries::default();
+        for status in [200, 200, 502] {
+            route.statuses.record(status);
+        }
+        route.duration.record(Duration::from_millis(20));
+        route.complete_page();
+        let sources = SourceCounts::default();
+        sources.record(Source::Stale);
+        let backend = BackendSeries::default();
+        backend.latency.record(Duration::from_micros(1500));
+        backend.latency.record(Duration::from_secs(20));
+        backend.cache_hits.bump();
+        let families = Families {
+            responses: vec![("/p/{id}", &route)],
+            pages: vec![("/p/{id}", &route)],
+            sections: vec![("/p/{id}", "price", &sources)],
+            backends: vec![("pricing", &backend)],
+        };
+        let mut text = String::new();
+        families.write(&mut text);
+        for line in [
+            "# TYPE mosaic_requests_total counter",
+            "mosaic_requests_total{route=\"/p/{id}\",status=\"200\"} 2",
+            "mosaic_requests_total{route=\"/p/{id}\",status=\"502\"} 1",
+            "# TYPE mosaic_request_duration_seconds histogram",
+            "mosaic_request_duration_seconds_bucket{route=\"/p/{id}\",le=\"0.01\"} 0",
+            "mosaic_request_duration_seconds_bucket{route=\"/p/{id}\",le=\"0.025\"} 1",
+            "mosaic_request_duration_seconds_sum{route=\"/p/{id}\"} 0.02",
+            "mosaic_request_duration_seconds_count{route=\"/p/{id}\"} 1",
+            "mosaic_pages_complete_total{route=\"/p/{id}\"} 1",
+            "mosaic_section_source_total{route=\"/p/{id}\",section=\"price\",source=\"live\"} 0",
+            "mosaic_section_source_total{route=\"/p/{id}\",section=\"price\",source=\"stale\"} 1",
+            "mosaic_backend_duration_seconds_bucket{backend=\"pricing\",le=\"0.001\"} 0",
+            "mosaic_backend_duration_seconds_bucket{backend=\"pricing\",le=\"0.0025\"} 1",
+            "mosaic_backend_duration_seconds_bucket{backend=\"pricing\",le=\"1\"} 1",
+            "mosaic_backend_duration_seconds_bucket{backend=\"pricing\",le=\"10\"} 1",
+            "mosaic_backend_duration_seconds_bucket{backend=\"pricing\",le=\"+Inf\"} 2",
+            "mosaic_backend_duration_seconds_count{backend=\"pricing\"} 2",
+            "mosaic_cache_hits_total{backend=\"pricing\"} 1",
+            "mosaic_cache_misses_total{backend=\"pricing\"} 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(!text.contains("status=\"404\""), "unseen statuses are not written");
+        // Each family's HELP and TYPE once, every line a comment, a blank
+        // or a sample.
+        assert_eq!(text.matches("# TYPE mosaic_cache_hits_total").count(), 1);
+        for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            let (series, value) = line.rsplit_once(' ').unwrap_or_default();
+            assert!(series.starts_with("mosaic_") && series.ends_with('}'), "{line}");
+            assert!(value.parse::<f64>().is_ok(), "{line}");
+        }
     }
 
-    /// Escaped label values come back as they were registered.
+    /// Label values are escaped as the text format requires.
     #[test]
-    fn unescapes_label_values() {
-        let text = "mosaic_requests_total{route=\"/a\\\"b\\\\c\",status=\"200\"} 1\n";
-        let e = Exposition::parse(text);
-        assert_eq!(e.responses.get("/a\"b\\c"), Some(&1));
+    fn escapes_label_values() {
+        assert_eq!(Escaped("/a\"b\\c\nd").to_string(), "/a\\\"b\\\\c\\nd");
+        assert_eq!(Escaped("/plain/{id}").to_string(), "/plain/{id}");
+    }
+
+    /// Nothing configured, nothing written (no family without series).
+    #[test]
+    fn empty_families_write_nothing() {
+        let mut text = String::new();
+        Families::default().write(&mut text);
+        assert_eq!(text, "");
     }
 }

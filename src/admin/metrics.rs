@@ -1,15 +1,15 @@
 //! The Prometheus recorder behind the `metrics` crate, installed once per
-//! process, with histogram buckets that resolve a 250 ms deadline.
+//! process, for the families mosaic does not count itself (breakers,
+//! instances, outcomes, discovery, Redis, AMQP, reloads). The rest are
+//! [`crate::counters`], written by [`super::exposition`].
 
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Buckets (seconds) for request and backend latency.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.5, 1.0, 2.5, 5.0,
-    10.0,
-];
+/// Buckets (seconds) of every latency histogram, mosaic's own and any
+/// the recorder would keep.
+pub use crate::counters::LATENCY_BUCKETS;
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
@@ -21,7 +21,7 @@ pub fn install() -> Option<PrometheusHandle> {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(
                     Matcher::Suffix("_duration_seconds".to_string()),
-                    LATENCY_BUCKETS,
+                    &LATENCY_BUCKETS,
                 )
                 .ok()?;
             match builder.install_recorder() {
@@ -38,15 +38,10 @@ pub fn install() -> Option<PrometheusHandle> {
         .clone()
 }
 
-/// HELP text for every series mosaic exports (`promtool check metrics`
-/// wants one per metric family).
+/// HELP text for every family the recorder exports (`promtool check
+/// metrics` wants one per metric family; mosaic's own families write theirs).
 fn describe() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
-    describe_counter!("mosaic_requests_total", "Responses sent, by route template and status.");
-    describe_counter!(
-        "mosaic_pages_complete_total",
-        "Composed pages with every section live or fresh from cache, by route template."
-    );
+    use metrics::{describe_counter, describe_gauge};
     describe_gauge!("mosaic_redis_up", "1 while the shared cache tier's Redis connection is open.");
     describe_counter!(
         "mosaic_redis_errors_total",
@@ -58,27 +53,13 @@ fn describe() {
         "mosaic_amqp_late_replies_total",
         "AMQP replies that matched no waiting call (dropped)."
     );
-    describe_histogram!(
-        "mosaic_request_duration_seconds",
-        Unit::Seconds,
-        "Time from request arrival to response (for proxies: to the response head), by route."
-    );
     describe_counter!(
         "mosaic_backend_requests_total",
         "Backend calls by outcome: success, client_error or an error name (timeout, connect, status_5xx, circuit_open, rejected, ...)."
     );
-    describe_histogram!(
-        "mosaic_backend_duration_seconds",
-        Unit::Seconds,
-        "Duration of each attempt against a backend instance."
-    );
     describe_gauge!(
         "mosaic_breaker_state",
         "Circuit breaker state: 0 closed, 1 open, 2 half-open."
-    );
-    describe_counter!(
-        "mosaic_section_source_total",
-        "Page sections by where their body came from: live, cache, stale, default, none."
     );
     describe_gauge!("mosaic_backend_instances", "Instances a backend currently balances over.");
     describe_counter!(
@@ -92,14 +73,6 @@ fn describe() {
     describe_counter!(
         "mosaic_backend_retries_total",
         "Retries of idempotent calls on another instance."
-    );
-    describe_counter!(
-        "mosaic_cache_hits_total",
-        "Section calls answered from a fresh cache entry."
-    );
-    describe_counter!(
-        "mosaic_cache_misses_total",
-        "Section calls that found no fresh cache entry."
     );
     describe_counter!(
         "mosaic_actor_restarts_total",

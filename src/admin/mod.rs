@@ -5,7 +5,8 @@
 //! - [`metrics`]: the Prometheus recorder behind `/metrics`.
 //! - [`dashboard`]: `GET /dashboard`, the live page.
 //! - [`events`]: `GET /admin/events`, the page's snapshot stream, computed
-//!   by [`snapshot`] from the counters [`exposition`] reads back.
+//!   by [`snapshot`] from mosaic's own counters ([`crate::counters`]).
+//! - [`exposition`]: the `/metrics` text of those counters.
 
 mod cache;
 pub mod chaos_hooks;
@@ -130,9 +131,14 @@ async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 
 async fn render_metrics(state: web::Data<AdminState>) -> HttpResponse {
     match &state.metrics {
-        Some(handle) => HttpResponse::Ok()
-            .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
-            .body(handle.render()),
+        Some(handle) => {
+            // The recorder's families, then mosaic's own counters.
+            let mut text = handle.render();
+            exposition::Families::of(&state.gateway.runtime()).write(&mut text);
+            HttpResponse::Ok()
+                .insert_header((header::CONTENT_TYPE, "text/plain; version=0.0.4"))
+                .body(text)
+        }
         None => HttpResponse::ServiceUnavailable().body("metrics recorder not installed\n"),
     }
 }
@@ -191,7 +197,7 @@ async fn event_stream(req: HttpRequest, state: web::Data<AdminState>) -> HttpRes
     if !state.authorized(&req) {
         return unauthorized();
     }
-    state.events.connect(&state.gateway, state.metrics.as_ref())
+    state.events.connect(&state.gateway)
 }
 
 #[derive(Deserialize)]

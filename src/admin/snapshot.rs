@@ -3,19 +3,24 @@
 //! differencing (rates, error rate, percentiles over the last 10 s).
 //!
 //! Plain code with no actor or server in it, so the bench can time one
-//! snapshot for many backends. The counters are those `/metrics` shows:
-//! each backend's own atomics (answered, failed, refused) and, through
-//! [`Exposition`], the recorder's series. A reading is taken off the
-//! request path; nothing is counted twice.
+//! snapshot for many backends. The counters are those `/metrics` shows,
+//! loaded directly: each backend's own atomics (answered, failed,
+//! refused) and mosaic's [`crate::counters`] (latency, cache lookups,
+//! responses, sources). A reading is taken off the request path; nothing
+//! is counted twice, nothing is rendered or parsed.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::exposition::{Buckets, Exposition};
-use super::metrics::LATENCY_BUCKETS;
+use crate::backend::BackendSeries;
+use crate::counters::{ResponseSeries, SourceCounts, LATENCY_BUCKETS};
 use crate::page::Source;
+
+/// Cumulative latency counts of one backend: one per [`LATENCY_BUCKETS`]
+/// bound, then `+Inf`.
+type Buckets = [u64; LATENCY_BUCKETS.len() + 1];
 
 /// How far back rates, error rates and percentiles look.
 pub const WINDOW: Duration = Duration::from_secs(10);
@@ -24,9 +29,10 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 /// to difference the first against.
 pub const KEPT_READINGS: usize = 61;
 
-/// What a backend shows right now (read at once, not differenced).
+/// What a backend shows right now (read at once, not differenced), and
+/// the series its cumulative counters are read from.
 #[derive(Debug, Clone)]
-pub struct BackendNow {
+pub struct BackendNow<'a> {
     /// Backend name.
     pub name: String,
     /// `closed`, `open` or `half_open`, as callers see it (forcing included).
@@ -45,15 +51,31 @@ pub struct BackendNow {
     pub failures: u64,
     /// Calls refused (breaker, bulkhead, no instance), cumulative.
     pub rejections: u64,
+    /// Its latency histogram and cache lookups.
+    pub series: &'a BackendSeries,
 }
 
-/// A composed route's shape: its path template and sections.
+/// A composed route's shape: its path template and sections, and the
+/// series its counters are read from.
 #[derive(Debug, Clone)]
-pub struct RouteShape {
+pub struct RouteShape<'a> {
     /// The path template (the `route` label).
-    pub route: String,
-    /// Each section's name and backend, in config order.
-    pub sections: Vec<(String, String)>,
+    pub route: &'a str,
+    /// Its responses and complete pages.
+    pub responses: &'a ResponseSeries,
+    /// Its sections, in config order.
+    pub sections: Vec<SectionShape<'a>>,
+}
+
+/// One section of a [`RouteShape`].
+#[derive(Debug, Clone)]
+pub struct SectionShape<'a> {
+    /// Section name.
+    pub name: &'a str,
+    /// Its backend.
+    pub backend: &'a str,
+    /// Its answers by source.
+    pub sources: &'a SourceCounts,
 }
 
 /// One backend's cumulative counters at one instant.
@@ -204,16 +226,9 @@ pub struct SourceShares {
 
 impl History {
     /// Takes a reading at `at` and returns the snapshot it makes with the
-    /// readings before it. `exposition` is `None` when no recorder is
-    /// installed: latency, cache and route figures are then unknown.
-    pub fn record(
-        &mut self,
-        at: Instant,
-        now: &[BackendNow],
-        routes: &[RouteShape],
-        exposition: Option<&Exposition>,
-    ) -> Snapshot {
-        let reading = read(at, now, routes, exposition);
+    /// readings before it.
+    pub fn record(&mut self, at: Instant, now: &[BackendNow], routes: &[RouteShape]) -> Snapshot {
+        let reading = read(at, now, routes);
         if self.readings.len() == KEPT_READINGS {
             self.readings.pop_front();
         }
@@ -246,8 +261,7 @@ impl History {
             .iter()
             .enumerate()
             .map(|(i, shape)| {
-                let (current, before) =
-                    (newest.route(i, &shape.route), base.route(i, &shape.route));
+                let (current, before) = (newest.route(i, shape.route), base.route(i, shape.route));
                 route_figures(shape, current, before, span)
             })
             .collect();
@@ -267,7 +281,7 @@ impl History {
             _ => None,
         };
         let attempts = delta.as_ref().map(|d| d.successes + d.failures);
-        let latency = delta.as_ref().filter(|d| d.latency.last().copied().unwrap_or(0) > 0);
+        let latency = delta.as_ref().filter(|d| d.latency[LATENCY_BUCKETS.len()] > 0);
         let lookups = delta.as_ref().map(|d| d.cache_hits + d.cache_misses).filter(|n| *n > 0);
         BackendFigures {
             name: now.name.clone(),
@@ -317,12 +331,7 @@ impl History {
     }
 }
 
-fn read(
-    at: Instant,
-    now: &[BackendNow],
-    routes: &[RouteShape],
-    exposition: Option<&Exposition>,
-) -> Reading {
+fn read(at: Instant, now: &[BackendNow], routes: &[RouteShape]) -> Reading {
     let backends = now
         .iter()
         .map(|b| {
@@ -330,40 +339,22 @@ fn read(
                 successes: b.successes,
                 failures: b.failures,
                 rejections: b.rejections,
-                cache_hits: exposition
-                    .and_then(|e| e.cache_hits.get(&b.name))
-                    .copied()
-                    .unwrap_or(0),
-                cache_misses: exposition
-                    .and_then(|e| e.cache_misses.get(&b.name))
-                    .copied()
-                    .unwrap_or(0),
-                latency: exposition
-                    .and_then(|e| e.latency.get(&b.name))
-                    .cloned()
-                    .unwrap_or_default(),
+                cache_hits: b.series.cache_hits.get(),
+                cache_misses: b.series.cache_misses.get(),
+                latency: b.series.latency.read().cumulative,
             };
             (b.name.clone(), counters)
         })
         .collect();
     let routes = routes
         .iter()
-        .filter_map(|shape| {
-            let e = exposition?;
-            let sections = shape
-                .sections
-                .iter()
-                .map(|(section, _)| {
-                    e.sources
-                        .get(&shape.route)
-                        .and_then(|sections| sections.get(section))
-                        .copied()
-                        .unwrap_or_default()
-                })
-                .collect();
-            let responses = e.responses.get(&shape.route).copied().unwrap_or(0);
-            let complete = e.complete.get(&shape.route).copied().unwrap_or(0);
-            Some((shape.route.clone(), RouteCounters { responses, complete, sections }))
+        .map(|shape| {
+            let counters = RouteCounters {
+                responses: shape.responses.statuses.total(),
+                complete: shape.responses.complete_pages(),
+                sections: shape.sections.iter().map(|s| s.sources.read()).collect(),
+            };
+            (shape.route.to_string(), counters)
         })
         .collect();
     Reading { at, backends, routes }
@@ -372,11 +363,7 @@ fn read(
 /// Counters between two readings (a counter that went backwards, as a
 /// rebuilt backend's do, counts as no change).
 fn difference(current: &BackendCounters, before: &BackendCounters) -> BackendCounters {
-    let latency = if current.latency.len() == before.latency.len() {
-        current.latency.iter().zip(&before.latency).map(|(c, b)| c.saturating_sub(*b)).collect()
-    } else {
-        current.latency.clone()
-    };
+    let latency = std::array::from_fn(|i| current.latency[i].saturating_sub(before.latency[i]));
     BackendCounters {
         successes: current.successes.saturating_sub(before.successes),
         failures: current.failures.saturating_sub(before.failures),
@@ -410,16 +397,16 @@ fn route_figures(
         (responses > 0).then(|| round(complete as f64 / responses as f64))
     });
     RouteFigures {
-        route: shape.route.clone(),
+        route: shape.route.to_string(),
         pages_per_s: pair.map(|(c, b)| c.responses.saturating_sub(b.responses) as f64 / span),
         complete_share,
         sections: shape
             .sections
             .iter()
             .zip(shares)
-            .map(|((name, backend), sources)| SectionFigures {
-                name: name.clone(),
-                backend: backend.clone(),
+            .map(|(section, sources)| SectionFigures {
+                name: section.name.to_string(),
+                backend: section.backend.to_string(),
                 sources,
             })
             .collect(),

@@ -164,7 +164,7 @@ mod tests {
     fn backend(instances: &[&str], retries: u32) -> Arc<Backend> {
         let source = InstanceSource::Static(instances.iter().map(|i| i.to_string()).collect());
         let config = BackendConfig { retries, ..BackendConfig::for_tests("svc", source) };
-        Backend::new(Arc::new(config), 1 << 20, None, None, None).0
+        Backend::new(Arc::new(config), 1 << 20, None, None, None, Default::default()).0
     }
 
     /// Attempts that answer from a script, one entry per attempt, noting

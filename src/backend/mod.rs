@@ -37,7 +37,7 @@ pub use answer::Fetched;
 pub use control::BackendControl;
 pub use error::FetchError;
 pub use section::{CacheStep, CallSpec, Network, Transport};
-pub use stats::{BackendStats, BackendStatus};
+pub use stats::{BackendSeries, BackendStats, BackendStatus};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -146,13 +146,16 @@ impl Backend {
     /// until its own watch answers). `broker`: the gateway's broker, which
     /// a backend behind it (`amqp = {...}`) publishes through. `tier`: the
     /// shared cache tier (`[redis]`), which a cached backend uses unless
-    /// its cache says `shared = false`.
+    /// its cache says `shared = false`. `series`: the counters `/metrics`
+    /// and the dashboard read (a predecessor's of the same name, so its
+    /// counts go on across the reload).
     pub fn new(
         config: Arc<BackendConfig>,
         max_body: u64,
         carried: Option<Vec<String>>,
         broker: Option<&Arc<crate::broker::Broker>>,
         tier: Option<&Arc<crate::shared_cache::SharedTier>>,
+        series: Arc<BackendSeries>,
     ) -> (Arc<Self>, BackendControl) {
         let addresses = match &config.instances {
             InstanceSource::Static(list) => list.clone(),
@@ -179,7 +182,7 @@ impl Backend {
             cache: config.cache.as_ref().map(ResponseCache::new),
             flights: Arc::new(Flights::new(config.max_in_flight.max(1))),
             max_body: usize::try_from(max_body).unwrap_or(usize::MAX),
-            stats: BackendStats::new(&config.name),
+            stats: BackendStats::new(&config.name, series),
             discovery: DiscoveryStatus::new(&config.name, &config.instances),
             instances_gauge,
             amqp,
@@ -264,6 +267,11 @@ impl Backend {
     /// Whether an operator forced the breaker, and which way.
     pub fn forced_breaker(&self) -> breaker::ForcedMode {
         self.breaker.forced()
+    }
+
+    /// The series `/metrics` and the dashboard read.
+    pub fn series(&self) -> &Arc<BackendSeries> {
+        self.stats.series()
     }
 
     /// Whether it has a response cache.

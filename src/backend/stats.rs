@@ -1,16 +1,34 @@
 //! Counters and metric handles of one backend.
 //!
 //! Metric handles are registered once, when the backend is built, so the
-//! request path only bumps atomics (no registry lookup per call).
+//! request path only bumps atomics (no registry lookup per call). The
+//! series the dashboard reads (latency, cache lookups) are mosaic's own
+//! atomics in [`BackendSeries`], which outlives a rebuild of the backend
+//! by a reload; the other outcome counters go through the `metrics`
+//! recorder.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Counter, Histogram};
+use metrics::Counter;
 use serde::Serialize;
 
 use super::answer::Fetched;
 use super::error::FetchError;
+use crate::counters::{EventCount, LatencyHistogram};
+
+/// A backend's series that `/metrics` and the dashboard read: one per
+/// backend name, handed on by a reload to the backend that replaces it.
+#[derive(Debug, Default)]
+pub struct BackendSeries {
+    /// `mosaic_backend_duration_seconds{backend}`: every attempt.
+    pub latency: LatencyHistogram,
+    /// `mosaic_cache_hits_total{backend}`.
+    pub cache_hits: EventCount,
+    /// `mosaic_cache_misses_total{backend}`.
+    pub cache_misses: EventCount,
+}
 
 /// Counters of one backend.
 #[derive(Debug)]
@@ -21,10 +39,8 @@ pub struct BackendStats {
     outcome_success: Counter,
     outcome_client_error: Counter,
     outcome_error: [Counter; FetchError::ALL.len()],
-    duration: Histogram,
     retries: Counter,
-    cache_hits: Counter,
-    cache_misses: Counter,
+    series: Arc<BackendSeries>,
 }
 
 /// `GET /admin/backends` entry.
@@ -53,8 +69,9 @@ pub struct BackendStatus {
 }
 
 impl BackendStats {
-    /// Registers the backend's metric series.
-    pub fn new(backend: &str) -> Self {
+    /// Registers the backend's metric series; `series` is its own
+    /// counters (a predecessor's, when a reload rebuilt the backend).
+    pub fn new(backend: &str, series: Arc<BackendSeries>) -> Self {
         let outcome = |name: &'static str| metrics::counter!("mosaic_backend_requests_total", "backend" => backend.to_string(), "outcome" => name);
         Self {
             successes: AtomicU64::new(0),
@@ -63,10 +80,8 @@ impl BackendStats {
             outcome_success: outcome("success"),
             outcome_client_error: outcome("client_error"),
             outcome_error: FetchError::ALL.map(|e| outcome(e.as_str())),
-            duration: metrics::histogram!("mosaic_backend_duration_seconds", "backend" => backend.to_string()),
             retries: metrics::counter!("mosaic_backend_retries_total", "backend" => backend.to_string()),
-            cache_hits: metrics::counter!("mosaic_cache_hits_total", "backend" => backend.to_string()),
-            cache_misses: metrics::counter!("mosaic_cache_misses_total", "backend" => backend.to_string()),
+            series,
         }
     }
 
@@ -80,7 +95,7 @@ impl BackendStats {
 
     /// Records an attempt the service answered without fault (2xx-4xx).
     pub fn answered(&self, status: u16, elapsed: Duration) {
-        self.duration.record(elapsed.as_secs_f64());
+        self.series.latency.record(elapsed);
         self.successes.fetch_add(1, Ordering::Relaxed);
         if status >= 400 {
             self.outcome_client_error.increment(1);
@@ -91,7 +106,7 @@ impl BackendStats {
 
     /// Records an attempt that failed upstream.
     pub fn failed(&self, error: FetchError, elapsed: Duration) {
-        self.duration.record(elapsed.as_secs_f64());
+        self.series.latency.record(elapsed);
         self.failures.fetch_add(1, Ordering::Relaxed);
         self.error(error);
     }
@@ -115,12 +130,17 @@ impl BackendStats {
 
     /// Records a fresh cache hit.
     pub fn cache_hit(&self) {
-        self.cache_hits.increment(1);
+        self.series.cache_hits.bump();
     }
 
     /// Records a cache miss (or stale entry).
     pub fn cache_miss(&self) {
-        self.cache_misses.increment(1);
+        self.series.cache_misses.bump();
+    }
+
+    /// The series `/metrics` and the dashboard read.
+    pub fn series(&self) -> &Arc<BackendSeries> {
+        &self.series
     }
 
     /// Attempts answered.

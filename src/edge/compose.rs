@@ -70,7 +70,7 @@ async fn serve_page(
         arrived,
     )
     .await;
-    route.duration.record(arrived.elapsed().as_secs_f64());
+    route.responses.duration.record(arrived.elapsed());
     // Built only when the access log will be written.
     let log = crate::telemetry::access::enabled().then(|| {
         let mut degraded = String::new();

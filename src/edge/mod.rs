@@ -131,15 +131,15 @@ async fn dispatch(
     // duration metric and the access line).
     let (route_label, counters, mut response, page_log, elapsed) = match (target, refusal) {
         (Target::Page(route, _), Some(refusal)) => {
-            (route.config.path.as_str(), &route.requests, refusal, None, None)
+            (route.config.path.as_str(), &route.responses, refusal, None, None)
         }
         (Target::Proxy(proxy), Some(refusal)) => {
-            (proxy.config.prefix.as_str(), &proxy.requests, refusal, None, None)
+            (proxy.config.prefix.as_str(), &proxy.responses, refusal, None, None)
         }
         (Target::Page(route, raw), None) => {
             let (response, log) =
                 compose::serve(&req, route, raw, identity, &per_request, arrived).await;
-            (route.config.path.as_str(), &route.requests, response, log, None)
+            (route.config.path.as_str(), &route.responses, response, log, None)
         }
         (Target::Proxy(proxy), None) => {
             let request = proxy::ProxyRequest {
@@ -154,9 +154,9 @@ async fn dispatch(
             };
             let proxied = proxy::forward(&request, payload, proxy, server).await;
             let elapsed = arrived.elapsed();
-            proxy.duration.record(elapsed.as_secs_f64());
+            proxy.responses.duration.record(elapsed);
             logs_itself = proxied.logs_itself;
-            (proxy.config.prefix.as_str(), &proxy.requests, proxied.response, None, Some(elapsed))
+            (proxy.config.prefix.as_str(), &proxy.responses, proxied.response, None, Some(elapsed))
         }
         (Target::Unmatched, _) => {
             let response = error_response(StatusCode::NOT_FOUND, "not_found", None);
@@ -168,7 +168,7 @@ async fn dispatch(
     }
     response.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
     let status = response.status().as_u16();
-    counters.record(status);
+    counters.statuses.record(status);
     if telemetry::access::enabled() && !logs_itself {
         let elapsed = elapsed.unwrap_or_else(|| arrived.elapsed());
         let line = AccessDetails { route: route_label, status, elapsed, page: page_log, consumer };

@@ -1,62 +1,27 @@
 //! What the gateway serves with right now: the validated configuration
 //! turned into ready-to-use parts (backends with their actors, compiled
-//! routes and proxies, pre-registered metric handles).
+//! routes and proxies, their counters).
 //!
 //! The edge reads the current [`Runtime`] from an `ArcSwap` once per request,
 //! so a reload can swap in a new one without stopping anything.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use actix::{Addr, ArbiterHandle};
 use actix_web::http::header::HeaderName;
-use metrics::{Counter, Histogram};
 
 use crate::backend::actor::BackendActor;
 use crate::backend::Backend;
 use crate::broker::Broker;
 use crate::config::{Config, InstanceSource, ProxyConfig, RouteConfig};
+use crate::counters::{ResponseSeries, SourceCounts};
 use crate::discovery;
 use crate::edge::guard::{self, limiter::Limiter, Gate};
-use crate::page::{SectionLabel, Source};
+use crate::page::SectionLabel;
 use crate::shared_cache::SharedTier;
 use crate::template::PathTemplate;
-
-/// Statuses whose `mosaic_requests_total` handle is kept once first seen.
-const COMMON_STATUSES: [u16; 17] =
-    [200, 201, 204, 304, 400, 401, 403, 404, 405, 408, 413, 429, 431, 500, 502, 503, 504];
-
-/// `mosaic_requests_total{route,status}` for one route label. The handles of
-/// common statuses are registered on first use and kept, so a request only
-/// bumps an atomic; rarer statuses are looked up in the registry.
-#[derive(Debug)]
-pub struct RequestCounters {
-    route: String,
-    common: [OnceLock<Counter>; COMMON_STATUSES.len()],
-}
-
-impl RequestCounters {
-    /// Counters for the route label `route` (a template or prefix, never a raw path).
-    pub fn new(route: &str) -> Self {
-        Self { route: route.to_string(), common: std::array::from_fn(|_| OnceLock::new()) }
-    }
-
-    /// Counts one response.
-    pub fn record(&self, status: u16) {
-        let register = || {
-            metrics::counter!(
-                "mosaic_requests_total",
-                "route" => self.route.clone(),
-                "status" => status.to_string()
-            )
-        };
-        match COMMON_STATUSES.iter().position(|s| *s == status) {
-            Some(i) => self.common[i].get_or_init(register).increment(1),
-            None => register().increment(1),
-        }
-    }
-}
 
 /// A backend and the actor that owns it.
 #[derive(Debug, Clone)]
@@ -80,8 +45,8 @@ pub struct SectionRuntime {
     pub template: PathTemplate,
     /// Request headers to forward.
     pub forward_headers: Vec<HeaderName>,
-    /// `mosaic_section_source_total` handles, by `Source::ALL` index.
-    pub source_counters: [Counter; 5],
+    /// `mosaic_section_source_total{route,section,source}`.
+    pub sources: Arc<SourceCounts>,
 }
 
 /// A composed route, resolved.
@@ -93,13 +58,9 @@ pub struct RouteRuntime {
     pub sections: Vec<SectionRuntime>,
     /// Precomputed section keys for the page.
     pub labels: Vec<SectionLabel>,
-    /// `mosaic_request_duration_seconds{route}`.
-    pub duration: Histogram,
-    /// `mosaic_requests_total{route,status}`.
-    pub requests: RequestCounters,
-    /// `mosaic_pages_complete_total{route}`: pages with every section live
-    /// or fresh from cache (the dashboard's complete share).
-    pub complete_pages: Counter,
+    /// Its responses, their durations and complete pages (`route` = the
+    /// path template): the entry of [`Runtime::responses`].
+    pub responses: Arc<ResponseSeries>,
     /// Its `rate_limit`, when set.
     pub limiter: Option<Arc<Limiter>>,
 }
@@ -111,10 +72,9 @@ pub struct ProxyRuntime {
     pub config: Arc<ProxyConfig>,
     /// The backend to forward to.
     pub backend: Arc<Backend>,
-    /// `mosaic_request_duration_seconds{route}` (route = the prefix).
-    pub duration: Histogram,
-    /// `mosaic_requests_total{route,status}` (route = the prefix).
-    pub requests: RequestCounters,
+    /// Its responses and their durations (`route` = the prefix): the
+    /// entry of [`Runtime::responses`].
+    pub responses: Arc<ResponseSeries>,
     /// Its `rate_limit`, when set.
     pub limiter: Option<Arc<Limiter>>,
 }
@@ -130,8 +90,12 @@ pub struct Runtime {
     pub routes: Vec<RouteRuntime>,
     /// Proxy routes, longest prefix first.
     pub proxies: Vec<ProxyRuntime>,
-    /// `mosaic_requests_total{route="unmatched"}`.
-    pub unmatched: RequestCounters,
+    /// Responses by route label: every composed route's path, every
+    /// proxy's prefix, and `unmatched`. One entry per label, so two routes
+    /// with the same label count into one series, as Prometheus wants.
+    pub responses: BTreeMap<String, Arc<ResponseSeries>>,
+    /// `route="unmatched"`: requests no route took.
+    pub unmatched: Arc<ResponseSeries>,
     /// The broker connection, when `[amqp]` is set (kept across reloads
     /// that leave `[amqp]` as it is).
     pub broker: Option<Arc<Broker>>,
@@ -187,12 +151,18 @@ impl Runtime {
                                 && old.backend.config().instances == backend_config.instances
                         })
                         .map(|old| old.backend.addresses());
+                    // Its counters go on from its predecessor's, if any.
+                    let series = reuse
+                        .and_then(|old| old.backends.get(name))
+                        .map(|old| old.backend.series().clone())
+                        .unwrap_or_default();
                     let (backend, backend_control) = Backend::new(
                         backend_config.clone(),
                         config.server.max_body,
                         carried,
                         broker.as_ref(),
                         tier.as_ref(),
+                        series,
                     );
                     let restarts = Arc::new(AtomicU64::new(0));
                     let watch = discovery::watch_factory(backend_config, config.consul.as_ref());
@@ -209,11 +179,23 @@ impl Runtime {
         }
         let previous_route =
             |path: &str| reuse.and_then(|old| old.routes.iter().find(|r| r.config.path == path));
-        let routes = config
+        // Counters by label, carried over from the runtime before: a route
+        // that survives a reload keeps counting where it was.
+        let mut responses: BTreeMap<String, Arc<ResponseSeries>> = BTreeMap::new();
+        let mut series_for = |label: &str| {
+            responses
+                .entry(label.to_string())
+                .or_insert_with(|| {
+                    reuse.and_then(|old| old.responses.get(label).cloned()).unwrap_or_default()
+                })
+                .clone()
+        };
+        let routes: Vec<RouteRuntime> = config
             .routes
             .iter()
             .filter_map(|route| {
-                let mut built = build_route(route, &backends)?;
+                let previous = previous_route(&route.path);
+                let mut built = build_route(route, &backends, series_for(&route.path), previous)?;
                 built.limiter = guard::route_limiter(
                     route.access.rate_limit,
                     previous_route(&route.path).and_then(|old| old.limiter.as_ref()),
@@ -239,16 +221,25 @@ impl Runtime {
                     ),
                     config: proxy.clone(),
                     backend,
-                    duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => proxy.prefix.clone()),
-                    requests: RequestCounters::new(&proxy.prefix),
+                    responses: series_for(&proxy.prefix),
                 })
             })
             .collect();
         proxies.sort_by_key(|p| std::cmp::Reverse(p.config.prefix.len()));
-        let unmatched = RequestCounters::new("unmatched");
+        let unmatched = series_for("unmatched");
         let previous_gate = reuse.and_then(|old| old.gate.as_deref());
         let gate = Gate::build(&config, previous_gate, control, tier.as_ref()).map(Arc::new);
-        Self { config, backends, routes, proxies, unmatched, broker, shared_tier: tier, gate }
+        Self {
+            config,
+            backends,
+            routes,
+            proxies,
+            responses,
+            unmatched,
+            broker,
+            shared_tier: tier,
+            gate,
+        }
     }
 
     /// Whether every backend can be called: each has at least one instance,
@@ -259,9 +250,13 @@ impl Runtime {
     }
 }
 
+/// `responses`: the route's counters; `previous`: the route of the same
+/// path before a reload, whose sections' counters go on.
 fn build_route(
     route: &Arc<RouteConfig>,
     backends: &BTreeMap<String, BackendHandle>,
+    responses: Arc<ResponseSeries>,
+    previous: Option<&RouteRuntime>,
 ) -> Option<RouteRuntime> {
     let mut sections = Vec::with_capacity(route.sections.len());
     for section in &route.sections {
@@ -272,30 +267,18 @@ fn build_route(
             .iter()
             .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
             .collect();
-        let source_counters = Source::ALL.map(|source| {
-            metrics::counter!(
-                "mosaic_section_source_total",
-                "route" => route.path.clone(),
-                "section" => section.name.clone(),
-                "source" => source.as_str()
-            )
-        });
+        let sources = previous
+            .and_then(|old| old.sections.iter().find(|s| s.name == section.name))
+            .map(|old| old.sources.clone())
+            .unwrap_or_default();
         sections.push(SectionRuntime {
             name: section.name.clone(),
             backend,
             template: section.template.clone(),
             forward_headers,
-            source_counters,
+            sources,
         });
     }
     let labels = route.sections.iter().map(|s| SectionLabel::new(&s.name, s.required)).collect();
-    Some(RouteRuntime {
-        config: route.clone(),
-        sections,
-        labels,
-        duration: metrics::histogram!("mosaic_request_duration_seconds", "route" => route.path.clone()),
-        requests: RequestCounters::new(&route.path),
-        complete_pages: metrics::counter!("mosaic_pages_complete_total", "route" => route.path.clone()),
-        limiter: None,
-    })
+    Some(RouteRuntime { config: route.clone(), sections, labels, responses, limiter: None })
 }

@@ -13,7 +13,14 @@ use crate::config::{BackendConfig, InstanceSource};
 
 fn consul_backend() -> (Arc<Backend>, BackendControl) {
     let source = InstanceSource::Consul { service: "reviews".into(), tag: None };
-    Backend::new(Arc::new(BackendConfig::for_tests("reviews", source)), 1 << 20, None, None, None)
+    Backend::new(
+        Arc::new(BackendConfig::for_tests("reviews", source)),
+        1 << 20,
+        None,
+        None,
+        None,
+        Default::default(),
+    )
 }
 
 /// A scripted watch: generation `g` panics on its first step when `panics`
