@@ -35,9 +35,14 @@ use crate::backend::client::forward::ForwardError;
 pub struct ClientPayload(actix_web::dev::Payload);
 
 impl ClientPayload {
-    /// Whether the request carries a body, declared or not.
-    pub fn has_body(&self) -> bool {
-        !matches!(self.0, actix_web::dev::Payload::None)
+    /// Whether this is an HTTP/2 body of no declared length (relayed
+    /// chunked). HTTP/1 declares every body (`Content-Length` or chunked);
+    /// what actix hands over for an HTTP/1 `Upgrade` request is the
+    /// connection's stream, not a body, and is never relayed as one.
+    pub fn undeclared_h2_body(&self, req: &actix_web::HttpRequest, declared: Option<u64>) -> bool {
+        req.version() == actix_web::http::Version::HTTP_2
+            && declared.is_none()
+            && !matches!(self.0, actix_web::dev::Payload::None)
     }
 }
 

@@ -99,7 +99,8 @@ async fn read_body(
     declared: Option<u64>,
     server: &ServerConfig,
 ) -> Result<Bytes, HttpResponse> {
-    let chunked = request.client.transfer_encoding || (declared.is_none() && payload.has_body());
+    let chunked =
+        request.client.transfer_encoding || payload.undeclared_h2_body(request.req, declared);
     if !chunked && declared.unwrap_or(0) == 0 {
         return Ok(Bytes::new());
     }

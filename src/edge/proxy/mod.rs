@@ -267,7 +267,8 @@ async fn request_body(
     server: &ServerConfig,
 ) -> Result<(Framing, Option<RequestBody<ClientPayload>>), HttpResponse> {
     // A body of no declared length (HTTP/2 allows one) is relayed chunked.
-    let chunked = request.client.transfer_encoding || (declared.is_none() && payload.has_body());
+    let chunked =
+        request.client.transfer_encoding || payload.undeclared_h2_body(request.req, declared);
     let framing = match (chunked, declared) {
         (true, _) => Framing::Chunked,
         (false, Some(n)) if n > 0 => Framing::Length(n),
