@@ -30,6 +30,7 @@ mod redis;
 mod routes;
 mod sink;
 mod summary;
+mod tls;
 mod units;
 mod validate;
 
@@ -41,6 +42,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use jwt::{JwtConfig, JwtKeys, Secret};
 pub use model::*;
 pub use redis::from_url as redis_from_url;
+pub use tls::{provider as tls_provider, TlsConfig, TlsVersion};
 
 use std::path::Path;
 

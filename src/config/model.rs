@@ -103,6 +103,8 @@ pub struct ServerConfig {
     pub reuse_port: bool,
     /// `trusted_proxies`: peers whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<TrustedNet>,
+    /// `[server.tls]`: HTTPS (HTTP/1.1 and h2) on `listen` when set.
+    pub tls: Option<super::TlsConfig>,
 }
 
 /// `[admin]`.

@@ -31,6 +31,7 @@ pub(crate) struct RawServer {
     pub shutdown_grace: Option<toml::Value>,
     pub reuse_port: Option<bool>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub tls: Option<super::tls::RawTls>,
 }
 
 /// `[admin]`.

@@ -737,3 +737,64 @@ fn trusted_proxies_are_addresses_or_blocks() {
     let text = format!("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n{BASE}");
     assert_eq!(paths(&text), ["server.trusted_proxies[1]"]);
 }
+
+/// `[server.tls]` with a pair written to `dir`, `extra` lines added.
+fn tls_file(dir: &std::path::Path, cert: &str, key: &str, extra: &str) -> String {
+    let (cert_path, key_path) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert_path, cert).unwrap();
+    std::fs::write(&key_path, key).unwrap();
+    format!(
+        "[server]\n[server.tls]\ncert = {:?}\nkey = {:?}\n{extra}\n{BASE}",
+        cert_path.display().to_string(),
+        key_path.display().to_string()
+    )
+}
+
+fn test_pair() -> (String, String) {
+    let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    (made.cert.pem(), made.signing_key.serialize_pem())
+}
+
+#[test]
+fn server_tls_loads_a_matching_pair() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_pair();
+    let config = parse(&tls_file(dir.path(), &cert, &key, "")).unwrap();
+    let tls = config.server.tls.expect("tls");
+    assert_eq!(tls.min_version, TlsVersion::Tls12, "default");
+    assert_eq!(tls.certified.cert.len(), 1);
+    let config = parse(&tls_file(dir.path(), &cert, &key, "min_version = \"1.3\"")).unwrap();
+    assert_eq!(config.server.tls.expect("tls").min_version, TlsVersion::Tls13);
+    assert!(parse(BASE).unwrap().server.tls.is_none(), "plain HTTP without [server.tls]");
+}
+
+#[test]
+fn server_tls_refusals_name_their_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = test_pair();
+    let (_, other_key) = test_pair();
+    let text = tls_file(dir.path(), &cert, &key, "min_version = \"1.1\"");
+    assert_eq!(paths(&text), ["server.tls.min_version"]);
+    // A key that is not the certificate's.
+    let mismatched = errors(&tls_file(dir.path(), &cert, &other_key, ""));
+    assert_eq!(mismatched.len(), 1, "{mismatched:?}");
+    assert!(
+        mismatched[0].starts_with("server.tls.key") && mismatched[0].contains("does not belong")
+    );
+    // Not PEM, or the wrong kind of PEM.
+    assert_eq!(paths(&tls_file(dir.path(), "hello", &key, "")), ["server.tls.cert"]);
+    assert_eq!(paths(&tls_file(dir.path(), &cert, &cert, "")), ["server.tls.key"]);
+    // Missing keys and unreadable files.
+    assert_eq!(
+        paths(&format!("[server]\n[server.tls]\n{BASE}")),
+        ["server.tls.cert", "server.tls.key"]
+    );
+    let missing = format!(
+        "[server]\n[server.tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n{BASE}"
+    );
+    let said = errors(&missing);
+    assert_eq!(paths(&missing), ["server.tls.cert", "server.tls.key"]);
+    assert!(said[0].contains("cannot read"), "{said:?}");
+    let misspelt = paths(&format!("[server]\n[server.tls]\ncrt = \"x\"\n{BASE}"));
+    assert_eq!(misspelt, ["server.tls.crt", "server.tls.cert", "server.tls.key"]);
+}

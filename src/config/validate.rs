@@ -189,6 +189,10 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         DEFAULT_SHUTDOWN_GRACE,
     );
     let trusted_proxies = trusted_proxies(sink, raw.trusted_proxies);
+    let tls = match raw.tls {
+        None => Some(None),
+        Some(tls) => super::tls::tls(tls, sink).map(Some),
+    };
     Some(ServerConfig {
         listen: listen?,
         workers: workers?,
@@ -199,6 +203,7 @@ fn server(raw: Option<RawServer>, sink: &mut Sink) -> Option<ServerConfig> {
         shutdown_grace: shutdown_grace?,
         reuse_port: raw.reuse_port.unwrap_or(false),
         trusted_proxies: trusted_proxies?,
+        tls: tls?,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod guard;
 pub mod proxy;
 pub mod request_body;
 pub mod request_id;
+pub mod tls;
 pub mod trace;
 
 use std::io;
@@ -45,9 +46,17 @@ pub struct EdgeListener {
     pub done: tokio::task::JoinHandle<()>,
 }
 
-/// Binds the edge listener and starts serving `gateway`'s routes on it.
-/// Must run inside an actix system.
+/// Binds the edge listener and starts serving `gateway`'s routes on it,
+/// over HTTPS (HTTP/1.1 and h2) when `[server.tls]` is set. Must run inside
+/// an actix system.
 pub fn listen(gateway: Arc<Gateway>, server: &ServerConfig) -> io::Result<EdgeListener> {
+    let tls = match (&server.tls, gateway.cert_store()) {
+        (Some(tls), Some(store)) => Some(
+            tls::server_config(tls, store.clone())
+                .map_err(|e| io::Error::other(format!("server.tls: {e}")))?,
+        ),
+        _ => None,
+    };
     let data = web::Data::from(gateway);
     let edge = HttpServer::new(move || {
         App::new().app_data(data.clone()).default_service(web::to(dispatch))
@@ -56,8 +65,15 @@ pub fn listen(gateway: Arc<Gateway>, server: &ServerConfig) -> io::Result<EdgeLi
     .client_request_timeout(server.client_timeout)
     .keep_alive(server.keep_alive)
     .shutdown_timeout(server.shutdown_grace.as_secs().max(1))
-    .disable_signals()
-    .listen(crate::gateway::listener::bind(server.listen, server.reuse_port)?)?;
+    .disable_signals();
+    let socket = crate::gateway::listener::bind(server.listen, server.reuse_port)?;
+    let edge = match tls {
+        // A handshake must finish within client_timeout, like a request head.
+        Some(tls) => {
+            edge.tls_handshake_timeout(server.client_timeout).listen_rustls_0_23(socket, tls)?
+        }
+        None => edge.listen(socket)?,
+    };
     let addr = edge.addrs().first().copied().unwrap_or(server.listen);
     let edge = edge.run();
     let handle = edge.handle();
@@ -74,7 +90,7 @@ const MAX_HEADER_BYTES: usize = 32 * 1024;
 
 async fn dispatch(
     req: HttpRequest,
-    payload: web::Payload,
+    payload: request_body::ClientPayload,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
     let arrived = Instant::now();

@@ -25,6 +25,47 @@ use tokio::time::{Instant, Sleep};
 
 use crate::backend::client::forward::ForwardError;
 
+/// The client's request body as actix-http hands it over.
+///
+/// Unlike `web::Payload` it tells whether there is a body at all: an
+/// HTTP/1 request without `Content-Length` or `Transfer-Encoding` has none,
+/// and neither has an HTTP/2 request whose HEADERS frame ended its stream
+/// (the vendored actix-http gives both `Payload::None`). An HTTP/2 request
+/// may carry a body without declaring its length; it is relayed chunked.
+pub struct ClientPayload(actix_web::dev::Payload);
+
+impl ClientPayload {
+    /// Whether this is an HTTP/2 body of no declared length (relayed
+    /// chunked). HTTP/1 declares every body (`Content-Length` or chunked);
+    /// what actix hands over for an HTTP/1 `Upgrade` request is the
+    /// connection's stream, not a body, and is never relayed as one.
+    pub fn undeclared_h2_body(&self, req: &actix_web::HttpRequest, declared: Option<u64>) -> bool {
+        req.version() == actix_web::http::Version::HTTP_2
+            && declared.is_none()
+            && !matches!(self.0, actix_web::dev::Payload::None)
+    }
+}
+
+impl actix_web::FromRequest for ClientPayload {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(
+        _: &actix_web::HttpRequest,
+        payload: &mut actix_web::dev::Payload,
+    ) -> Self::Future {
+        std::future::ready(Ok(ClientPayload(payload.take())))
+    }
+}
+
+impl Stream for ClientPayload {
+    type Item = Result<Bytes, actix_web::error::PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx)
+    }
+}
+
 /// Bytes of a body read before the request takes a bulkhead slot.
 pub const ADMISSION_PREFIX: usize = 32 * 1024;
 

@@ -27,6 +27,7 @@ use arc_swap::ArcSwap;
 use serde::Serialize;
 
 use crate::config::{self, Config, ConfigError, ConfigErrors};
+use crate::edge::tls::CertStore;
 use runtime::{BackendHandle, Runtime};
 
 /// Why a reload changed nothing.
@@ -66,6 +67,8 @@ pub struct Gateway {
     reloading: tokio::sync::Mutex<()>,
     reload_success: metrics::Counter,
     reload_failure: metrics::Counter,
+    /// The certificate new TLS handshakes get, when `[server.tls]` is set.
+    cert_store: Option<Arc<CertStore>>,
 }
 
 impl std::fmt::Debug for Gateway {
@@ -79,6 +82,7 @@ impl Gateway {
     /// with the backend actors on their own arbiter.
     pub fn new(config: Config, config_path: Option<PathBuf>) -> Arc<Self> {
         let control = Arbiter::new();
+        let cert_store = config.server.tls.as_ref().map(CertStore::new);
         let runtime = Runtime::build(Arc::new(config), &control.handle(), None);
         let reloads = |result: &'static str| metrics::counter!("mosaic_config_reloads_total", "result" => result);
         Arc::new(Self {
@@ -88,7 +92,13 @@ impl Gateway {
             reloading: tokio::sync::Mutex::new(()),
             reload_success: reloads("success"),
             reload_failure: reloads("failure"),
+            cert_store,
         })
+    }
+
+    /// The certificate store of the HTTPS listener, when `[server.tls]` is set.
+    pub fn cert_store(&self) -> Option<&Arc<CertStore>> {
+        self.cert_store.as_ref()
     }
 
     /// The runtime in force.
@@ -162,6 +172,10 @@ impl Gateway {
             .filter(|name| !next.backends.contains_key(*name))
             .cloned()
             .collect();
+        // New handshakes get the reloaded pair; open connections keep theirs.
+        if let (Some(store), Some(tls)) = (&self.cert_store, &next.config.server.tls) {
+            store.replace(tls);
+        }
         self.runtime.store(Arc::new(next));
         Ok(report)
     }
@@ -173,7 +187,7 @@ fn check_unchangeable(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
         ("server.listen", old.server.listen, new.server.listen),
         ("admin.listen", old.admin.listen, new.admin.listen),
     ];
-    let errors: Vec<ConfigError> = listeners
+    let mut errors: Vec<ConfigError> = listeners
         .into_iter()
         .filter(|(_, old, new)| old != new)
         .map(|(path, old, new)| ConfigError {
@@ -183,6 +197,20 @@ fn check_unchangeable(old: &Config, new: &Config) -> Result<(), ConfigErrors> {
             ),
         })
         .collect();
+    // The listener's protocol is fixed when it is bound; only the pair
+    // (cert and key) is re-read.
+    let https = |config: &Config| config.server.tls.as_ref().map(|tls| tls.min_version.as_str());
+    match (https(old), https(new)) {
+        (Some(_), None) | (None, Some(_)) => errors.push(ConfigError {
+            path: "server.tls".into(),
+            message: "cannot be added or removed on reload; restart mosaic to switch between HTTP and HTTPS".into(),
+        }),
+        (Some(old), Some(new)) if old != new => errors.push(ConfigError {
+            path: "server.tls.min_version".into(),
+            message: format!("cannot change on reload ({old} → {new}); restart mosaic to apply it"),
+        }),
+        _ => {}
+    }
     if old.server.workers != new.server.workers {
         tracing::warn!("server.workers changed: takes effect at the next restart");
     }

@@ -48,12 +48,19 @@ pub enum Reply {
     Reset,
     /// Headers, then the body one byte per `every`.
     Drip { body: String, every: Duration },
+    /// 200 with this JSON and one more header line.
+    JsonWithHeader { body: String, name: &'static str, value: &'static str },
 }
 
 impl Reply {
     /// 200 with this JSON.
     pub fn ok(json: &str) -> Reply {
         Reply::Json(200, json.to_string())
+    }
+
+    /// 200 with this JSON and the header `name: value`.
+    pub fn ok_with_header(json: &str, name: &'static str, value: &'static str) -> Reply {
+        Reply::JsonWithHeader { body: json.to_string(), name, value }
     }
 }
 
@@ -260,6 +267,10 @@ async fn write_reply(stream: &mut TcpStream, reply: Reply) -> bool {
         }
         Reply::Raw { status, content_type, body } => {
             write_full(stream, status, content_type, &body).await
+        }
+        Reply::JsonWithHeader { body, name, value } => {
+            let content_type = format!("application/json\r\n{name}: {value}");
+            write_full(stream, 200, &content_type, body.as_bytes()).await
         }
         Reply::Delay(wait, inner) => {
             tokio::time::sleep(wait).await;

@@ -14,6 +14,7 @@ pub mod process;
 pub mod raw_client;
 pub mod raw_wire;
 pub mod redis;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use fake::{FakeBackend, Recorded, Reply};

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpResponse};
+use actix_web::HttpResponse;
 use bytes::Bytes;
 use tokio::time::Instant;
 
@@ -28,13 +28,13 @@ use crate::backend::call::{Attempts, Called, Judged};
 use crate::backend::{Admission, FetchError, Outcome};
 use crate::config::ServerConfig;
 use crate::edge::error_response;
-use crate::edge::request_body::{BodyLimits, RequestBody};
+use crate::edge::request_body::{BodyLimits, ClientPayload, RequestBody};
 use crate::gateway::runtime::ProxyRuntime;
 
 /// Forwards one request through the broker.
 pub(super) async fn forward(
     request: &ProxyRequest<'_>,
-    payload: web::Payload,
+    payload: ClientPayload,
     proxy: &ProxyRuntime,
     server: &ServerConfig,
     declared: Option<u64>,
@@ -95,11 +95,12 @@ pub(super) async fn forward(
 /// The whole body, every client-side bound applied; empty without one.
 async fn read_body(
     request: &ProxyRequest<'_>,
-    payload: web::Payload,
+    payload: ClientPayload,
     declared: Option<u64>,
     server: &ServerConfig,
 ) -> Result<Bytes, HttpResponse> {
-    let chunked = request.client.transfer_encoding;
+    let chunked =
+        request.client.transfer_encoding || payload.undeclared_h2_body(request.req, declared);
     if !chunked && declared.unwrap_or(0) == 0 {
         return Ok(Bytes::new());
     }

@@ -100,8 +100,13 @@ pub fn outgoing_header_lines(
     // `X-Forwarded-Proto` or `Forwarded` claim (which `connection_info` trusts).
     let scheme: &[u8] = if req.app_config().secure() { b"https" } else { b"http" };
     push_line(&mut lines, &X_FORWARDED_PROTO, scheme);
-    if let Some(host) = client.host {
-        push_line(&mut lines, &X_FORWARDED_HOST, host.as_bytes());
+    // HTTP/2 names the host in `:authority` (actix puts it in the URI)
+    // and sends no `Host`; its value is held to the same shape.
+    let host = client.host.map(HeaderValue::as_bytes).or_else(|| {
+        req.uri().authority().map(|a| a.as_str().as_bytes()).filter(|a| is_valid_host(a))
+    });
+    if let Some(host) = host {
+        push_line(&mut lines, &X_FORWARDED_HOST, host);
     }
     for (name, value) in per_request {
         push_line(&mut lines, name, value.as_bytes());

@@ -19,13 +19,13 @@ use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{HttpRequest, HttpResponse};
 use tokio::time::Instant;
 
 use super::client_headers::ClientHeaders;
 use super::error_response;
 use super::guard::Identity;
-use super::request_body::{BodyLimits, RequestBody, ADMISSION_PREFIX};
+use super::request_body::{BodyLimits, ClientPayload, RequestBody, ADMISSION_PREFIX};
 use crate::backend::breaker::BreakerPermit;
 use crate::backend::call::{Attempts, Called, Judged};
 use crate::backend::client;
@@ -171,7 +171,7 @@ fn check(request: &ProxyRequest<'_>, max_body: u64) -> Result<Option<u64>, Refus
 /// Forwards one request to `proxy`'s backend.
 pub async fn forward(
     request: &ProxyRequest<'_>,
-    payload: web::Payload,
+    payload: ClientPayload,
     proxy: &ProxyRuntime,
     server: &ServerConfig,
 ) -> Proxied {
@@ -262,11 +262,13 @@ pub async fn forward(
 /// while it trickles in.
 async fn request_body(
     request: &ProxyRequest<'_>,
-    payload: web::Payload,
+    payload: ClientPayload,
     declared: Option<u64>,
     server: &ServerConfig,
-) -> Result<(Framing, Option<RequestBody<web::Payload>>), HttpResponse> {
-    let chunked = request.client.transfer_encoding;
+) -> Result<(Framing, Option<RequestBody<ClientPayload>>), HttpResponse> {
+    // A body of no declared length (HTTP/2 allows one) is relayed chunked.
+    let chunked =
+        request.client.transfer_encoding || payload.undeclared_h2_body(request.req, declared);
     let framing = match (chunked, declared) {
         (true, _) => Framing::Chunked,
         (false, Some(n)) if n > 0 => Framing::Length(n),
@@ -310,7 +312,7 @@ fn settle_now(
 struct ProxiedAttempts<'a> {
     outgoing: &'a Outgoing<'a>,
     /// Streamed once: only a bodiless request is repeatable.
-    body: Option<RequestBody<web::Payload>>,
+    body: Option<RequestBody<ClientPayload>>,
     limits: Limits,
     repeatable: bool,
 }

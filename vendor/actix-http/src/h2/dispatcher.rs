@@ -114,8 +114,16 @@ where
             match Pin::new(&mut this.connection).poll_accept(cx)? {
                 Poll::Ready(Some((req, tx))) => {
                     let (parts, body) = req.into_parts();
-                    let payload = crate::h2::Payload::new(body);
-                    let pl = Payload::H2 { payload };
+                    // mosaic patch: a request whose HEADERS frame ended its
+                    // stream has no body, and says so as an HTTP/1 request
+                    // without one does (`Payload::None`): HTTP/2 need not
+                    // declare a body's length, so this is how a handler
+                    // tells "no body" from "a body of unknown length".
+                    let pl = if body.is_end_stream() {
+                        Payload::None
+                    } else {
+                        Payload::H2 { payload: crate::h2::Payload::new(body) }
+                    };
                     let mut req = Request::with_payload(pl);
                     let head_req = parts.method == Method::HEAD;
 
@@ -349,7 +357,10 @@ fn prepare_response(
                 (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
             {
                 match name {
+                    // HTTP/1-only fields, as for the map above (h2 resets a
+                    // stream whose response carries one).
                     CONNECTION | TRANSFER_ENCODING | UPGRADE => {}
+                    ref hop if hop == "keep-alive" || hop == "proxy-connection" => {}
                     CONTENT_LENGTH if skip_len => {}
                     _ => {
                         res.headers_mut().append(name, value);

@@ -57,6 +57,11 @@ impl Stream for Payload {
     }
 }
 
+/// mosaic patch: streams one HTTP/2 connection may have open at once.
+pub const H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// mosaic patch: largest header list (HPACK-decoded) of one HTTP/2 request.
+pub const H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+
 pub(crate) fn handshake_with_timeout<T>(io: T, config: &ServiceConfig) -> HandshakeWithTimeout<T>
 where
     T: AsyncRead + AsyncWrite + Unpin,
@@ -64,7 +69,15 @@ where
     let mut builder = Builder::new();
     builder
         .initial_window_size(config.h2_initial_window_size())
-        .initial_connection_window_size(config.h2_initial_connection_window_size());
+        .initial_connection_window_size(config.h2_initial_connection_window_size())
+        // mosaic patch: bounds on what one connection may ask for. Upstream
+        // leaves both at h2's defaults: no limit on concurrent streams (each
+        // a spawned handler, so one client could hold any number of requests
+        // in flight on one socket) and 16 MiB of header list. 128 streams is
+        // nginx's `http2_max_concurrent_streams`; 64 KiB of headers lets
+        // mosaic's own 32 KiB check answer 431 for anything between.
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST_SIZE);
 
     HandshakeWithTimeout {
         handshake: builder.handshake(io),
