@@ -13,6 +13,10 @@
 # request. Counts are exact and repeatable where timings on this VM are not;
 # valgrind counts `rep stos`/`rep movs` per iteration, so a large memset or
 # memcpy weighs more here than on the CPU. Needs nginx and valgrind.
+#
+# DASHBOARDS=K keeps K dashboard streams (`curl -N /admin/events` on the
+# admin listener) open while the requests are counted, so that their cost
+# lands in the same total: the sampler's work divided over the requests.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=benches/lib.sh
@@ -23,7 +27,9 @@ N=${3:-20000}
 BENCH=${BENCH_DIR:-$HERE/../../shared/bench}
 RUN=$(mktemp -d /tmp/mosaic-callgrind.XXXXXX)
 VG=""
+STREAMS=()
 cleanup() {
+    ((${#STREAMS[@]})) && kill "${STREAMS[@]}" 2>/dev/null || true
     [[ -n $VG ]] && kill -INT "$VG" 2>/dev/null || true
     stop_backends "$RUN"
 }
@@ -42,9 +48,20 @@ for _ in $(seq 1 120); do
     sleep 0.5
 done
 python3 "$HERE/keepalive_load.py" 200 "$REQ_PATH" >/dev/null
+for _ in $(seq 1 "${DASHBOARDS:-0}"); do
+    curl -sN -o "$RUN/events.$RANDOM" "http://127.0.0.1:9901/admin/events" &
+    STREAMS+=($!)
+done
+# Let the streams connect and the sampler take its first readings.
+((${#STREAMS[@]})) && sleep 3
 callgrind_control -z "$VG" >/dev/null 2>&1
 python3 "$HERE/keepalive_load.py" "$N" "$REQ_PATH"
 callgrind_control -d "$VG" >/dev/null 2>&1
+if ((${#STREAMS[@]})); then
+    echo "dashboard streams: ${#STREAMS[@]} open, $(cat "$RUN"/events.* | grep -c '^event: snapshot') snapshots received"
+    kill "${STREAMS[@]}" 2>/dev/null || true
+    STREAMS=()
+fi
 kill -INT "$VG"
 wait "$VG" || true
 VG=""

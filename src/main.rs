@@ -300,7 +300,11 @@ fn demo(args: DemoArgs, log_format: mosaic::telemetry::LogFormat) -> ExitCode {
         {
             eprintln!("mosaic demo: not every service reachable yet; see /readyz");
         }
-        println!("{}", mosaic::demo::banner(gateway.addr, gateway.admin_addr, &services));
+        let token = mosaic::demo::demo_token(&gateway.gateway().runtime().config);
+        println!(
+            "{}",
+            mosaic::demo::banner(gateway.addr, gateway.admin_addr, &services, token.as_deref())
+        );
         if let Some(redis) = &gateway.gateway().runtime().config.redis {
             println!("{}", mosaic::demo::shared_tier_banner(gateway.admin_addr, redis));
         }

@@ -357,6 +357,7 @@ async fn demo_services_serve_inventory_through_the_broker() {
         "127.0.0.1:8080".parse().unwrap(),
         "127.0.0.1:9901".parse().unwrap(),
         &demo,
+        None,
     );
     let pid = demo.pid("inventory").unwrap();
     assert!(banner.contains("served through RabbitMQ"), "{banner}");

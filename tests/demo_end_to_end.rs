@@ -49,6 +49,8 @@ struct Started {
     gateway: String,
     admin: String,
     reviews_pid: String,
+    /// The JWT the banner prints for `/api/me/cart`.
+    token: String,
     /// The banner's lines after "Inject faults" that were asked for.
     extra: Vec<String>,
 }
@@ -68,6 +70,7 @@ fn start_demo(args: &[&str], extra_lines: usize) -> Started {
     let mut gateway = None;
     let mut admin = None;
     let mut reviews_pid = None;
+    let mut token = None;
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.expect("banner line");
@@ -78,6 +81,10 @@ fn start_demo(args: &[&str], extra_lines: usize) -> Started {
             if rest.ends_with("/metrics") {
                 admin = rest.split('/').next().map(str::to_string);
             }
+        }
+        if line.contains("/api/me/cart") {
+            let bearer = line.split("Authorization: Bearer ").nth(1);
+            token = bearer.and_then(|rest| rest.split('\'').next()).map(str::to_string);
         }
         let words: Vec<&str> = line.split_whitespace().collect();
         if words.first() == Some(&"reviews") && words.get(2) == Some(&"pid") {
@@ -95,13 +102,14 @@ fn start_demo(args: &[&str], extra_lines: usize) -> Started {
         gateway: gateway.expect("banner names the gateway"),
         admin: admin.expect("banner names the admin listener"),
         reviews_pid: reviews_pid.expect("banner names the reviews pid"),
+        token: token.expect("banner prints a JWT for /api/me/cart"),
         extra,
     }
 }
 
 #[test]
 fn demo_serves_a_complete_page_and_survives_a_killed_service() {
-    let Started { demo, gateway, reviews_pid, .. } = start_demo(&[], 0);
+    let Started { demo, gateway, reviews_pid, token, .. } = start_demo(&[], 0);
 
     let (status, page) = http_get(&gateway, "/products/42");
     assert_eq!(status, 200);
@@ -124,6 +132,15 @@ fn demo_serves_a_complete_page_and_survives_a_killed_service() {
         statuses.contains(&429),
         "2/s with a burst of 3 refuses some of 6 at once: {statuses:?}"
     );
+
+    // The JWT route of the banner: 401 without the token (a spoofed
+    // x-user-id changes nothing), the token's user's cart with it.
+    let (status, body) = http_get_with(&gateway, "/api/me/cart", "x-user-id: bob\r\n");
+    assert_eq!((status, body["error"].as_str()), (401, Some("unauthorized")));
+    let bearer = format!("Authorization: Bearer {token}\r\nx-user-id: bob\r\n");
+    let (status, cart) = http_get_with(&gateway, "/api/me/cart", &bearer);
+    assert_eq!(status, 200, "{cart}");
+    assert_eq!(cart["user"], mosaic::demo::DEMO_JWT_USER, "{cart}");
 
     let killed = Command::new("kill").args(["-9", &reviews_pid]).status().expect("kill");
     assert!(killed.success());

@@ -359,6 +359,7 @@ async fn kill_and_restart() {
         "127.0.0.1:8080".parse().unwrap(),
         "127.0.0.1:9901".parse().unwrap(),
         &demo,
+        None,
     );
     assert!(banner.contains(&format!("kill -9 {}", demo.pid("reviews").unwrap())), "{banner}");
     assert!(banner.contains("curl -s http://127.0.0.1:8080/products/42"));

@@ -57,7 +57,7 @@ fn assert_product_page(config: &Config) {
 /// The shop and nothing else: the cart proxy, the key-protected orders
 /// proxy, the seven backends.
 fn assert_only_the_shop(config: &Config) {
-    assert_eq!(config.proxies.len(), 2);
+    assert_eq!(config.proxies.len(), 3);
     let orders = &config.proxies[1];
     assert_eq!((orders.prefix.as_str(), orders.backend.as_str()), ("/api/orders", "orders"));
     assert_eq!(orders.access.auth, AuthKind::Key);
@@ -67,6 +67,12 @@ fn assert_only_the_shop(config: &Config) {
     assert_eq!(auth.consumers[0].name, "demo-app");
     let digest: [u8; 32] = sha2::Sha256::digest(mosaic::demo::DEMO_KEY.as_bytes()).into();
     assert_eq!(auth.consumers[0].key_digests, [digest], "the banner prints the demo's key");
+    // The JWT route: the banner prints a token signed with the demo's secret.
+    let me = &config.proxies[2];
+    assert_eq!((me.prefix.as_str(), me.access.auth), ("/api/me/cart", AuthKind::Jwt));
+    let jwt = auth.jwt.as_ref().expect("[auth.jwt]");
+    assert_eq!(jwt.claims_to_headers, [("sub".to_string(), "x-user-id".to_string())]);
+    assert!(mosaic::demo::demo_token(config).is_some(), "an HS256 secret the demo signs with");
     assert_eq!(config.backends.keys().map(String::as_str).collect::<Vec<_>>(), SHOP);
 }
 

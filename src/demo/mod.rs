@@ -107,9 +107,37 @@ impl FromStr for Service {
 /// replaces it.
 pub const DEMO_KEY: &str = "demo-key-0123456789abcdef";
 
+/// The user the demo's printed JWT names.
+pub const DEMO_JWT_USER: &str = "alice";
+
+/// A token for the demo's JWT route (`/api/me/cart`), valid for a day:
+/// HS256 with the config's `auth.jwt.secret`, `sub` = [`DEMO_JWT_USER`],
+/// `iss` and `aud` as the config asks. `None` when the config verifies
+/// tokens some other way (the demo cannot sign for a JWK set).
+pub fn demo_token(config: &crate::config::Config) -> Option<String> {
+    let jwt = config.auth.as_ref()?.jwt.as_ref()?;
+    let crate::config::JwtKeys::Secret(secret) = &jwt.keys else { return None };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+    let mut claims = serde_json::json!({ "sub": DEMO_JWT_USER, "iat": now, "exp": now + 86_400 });
+    if let Some(issuer) = &jwt.issuer {
+        claims["iss"] = issuer.as_str().into();
+    }
+    if let Some(audience) = jwt.audiences.first() {
+        claims["aud"] = audience.as_str().into();
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.expose()).ok()?;
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).ok()
+}
+
 /// What `mosaic demo` prints once everything is up: URLs to try, and each
 /// service's port and PID with how to kill one and watch the page degrade.
-pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -> String {
+/// `token`: a JWT for the demo's `/api/me/cart` ([`demo_token`]).
+pub fn banner(
+    gateway: SocketAddr,
+    admin: SocketAddr,
+    services: &DemoServices,
+    token: Option<&str>,
+) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail; the results are ignored for that reason.
     let _ = writeln!(out, "mosaic demo shop is up.\n");
@@ -142,7 +170,13 @@ pub fn banner(gateway: SocketAddr, admin: SocketAddr, services: &DemoServices) -
         ("metrics", format!("curl -s http://{admin}/metrics")),
         ("backends and breakers", format!("curl -s http://{admin}/admin/backends | jq")),
     ];
-    for (what, command) in tries {
+    let jwt = token.map(|token| {
+        (
+            "the cart of the user a signed JWT names (no token: 401; x-user-id from the token's sub)",
+            format!("curl -s -H 'Authorization: Bearer {token}' http://{gateway}/api/me/cart | jq"),
+        )
+    });
+    for (what, command) in tries.into_iter().chain(jwt) {
         let _ = writeln!(out, "  # {what}\n  {command}");
     }
     let _ = writeln!(out, "\nServices:");
