@@ -14,6 +14,11 @@
 # valgrind counts `rep stos`/`rep movs` per iteration, so a large memset or
 # memcpy weighs more here than on the CPU. Needs nginx and valgrind.
 #
+# AUTH=1 measures the same routes behind an API key and a local rate limit:
+# the page and the proxy route get `auth = "key"` and a per-consumer limit
+# far above the load (every request passes), one consumer, and each request
+# sends its key (issue 18: what the guard costs per request).
+#
 # DASHBOARDS=K keeps K dashboard streams (`curl -N /admin/events` on the
 # admin listener) open while the requests are counted, so that their cost
 # lands in the same total: the sampler's work divided over the requests.
@@ -39,12 +44,22 @@ require_tools "apt-get install nginx valgrind" nginx valgrind callgrind_control 
 require_free_ports
 start_backends "$RUN" "$BENCH"
 
+CONFIG=$BENCH/mosaic-bench.toml
+if [[ ${AUTH:-0} == 1 ]]; then
+    CONFIG=$RUN/mosaic-bench-auth.toml
+    limit='rate_limit = { requests = 1000000, per = "1s", burst = 1000 }'
+    sed -e "s|^deadline = \"1s\"|&\nauth = \"key\"\n$limit|" \
+        -e "s|^rewrite = \"/cart/\"|&\nauth = \"key\"\n$limit|" "$BENCH/mosaic-bench.toml" >"$CONFIG"
+    printf '\n[[auth.consumers]]\nname = "bench"\nkeys = ["bench-key-0123456789abcdef"]\n' >>"$CONFIG"
+    export BENCH_HEADER="x-api-key: bench-key-0123456789abcdef"
+fi
+
 RUST_LOG=${RUST_LOG:-info} valgrind --tool=callgrind --dump-instr=no \
     --callgrind-out-file="$RUN/callgrind.out" \
-    "$MOSAIC" run --config "$BENCH/mosaic-bench.toml" >"$RUN/gateway.log" 2>&1 &
+    "$MOSAIC" run --config "$CONFIG" >"$RUN/gateway.log" 2>&1 &
 VG=$!
 for _ in $(seq 1 120); do
-    curl -sf -o /dev/null "http://127.0.0.1:8080$REQ_PATH" && break
+    curl -sf -o /dev/null -H "${BENCH_HEADER:-x-none: 1}" "http://127.0.0.1:8080$REQ_PATH" && break
     sleep 0.5
 done
 python3 "$HERE/keepalive_load.py" 200 "$REQ_PATH" >/dev/null

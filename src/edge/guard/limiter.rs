@@ -89,6 +89,10 @@ pub struct Limiter<C: Clock + Clone = MonotonicClock> {
     shards: Arc<Shards>,
     /// `policy = "redis"`: the buckets in Redis, asked first.
     shared: Option<SharedLimit>,
+    /// `RateLimit-Policy`, the same on every answer: written once.
+    policy_header: actix_web::http::header::HeaderValue,
+    /// `limit=<requests>, remaining=`: the fixed start of `RateLimit`.
+    state_prefix: Box<[u8]>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -122,7 +126,33 @@ impl<C: Clock + Clone> Limiter<C> {
         let buckets = Buckets::new(clock.clone(), capacity);
         let shards = buckets.shards.clone();
         let gcra = governor::RateLimiter::new(quota, buckets, clock);
-        Limiter { config, interval, gcra, shards, shared: None }
+        let policy = format!("{};w={}", config.requests, super::window(config.per));
+        let policy_header = actix_web::http::header::HeaderValue::from_str(&policy)
+            .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static(""));
+        let state_prefix = format!("limit={}, remaining=", config.requests).into_bytes().into();
+        Limiter { config, interval, gcra, shards, shared: None, policy_header, state_prefix }
+    }
+
+    /// `RateLimit-Policy: <requests>;w=<per in s>`.
+    pub fn policy_header(&self) -> &actix_web::http::header::HeaderValue {
+        &self.policy_header
+    }
+
+    /// `RateLimit: limit=<requests>, remaining=<remaining>, reset=<reset_secs>`,
+    /// written without `fmt` (it is on every answer of a limited route).
+    pub fn state_header(
+        &self,
+        remaining: u32,
+        reset_secs: u64,
+    ) -> actix_web::http::header::HeaderValue {
+        let mut line = Vec::with_capacity(self.state_prefix.len() + 32);
+        line.extend_from_slice(&self.state_prefix);
+        let mut digits = crate::digits::Digits::default();
+        line.extend_from_slice(crate::digits::decimal(remaining.into(), 1, &mut digits).as_bytes());
+        line.extend_from_slice(b", reset=");
+        line.extend_from_slice(crate::digits::decimal(reset_secs, 1, &mut digits).as_bytes());
+        actix_web::http::header::HeaderValue::from_bytes(&line)
+            .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static(""))
     }
 
     /// The limit as configured.

@@ -217,11 +217,11 @@ impl Gate {
                 peer.ip()
             }
         });
-        let mut binding: Option<(Verdict, &RateLimitConfig)> = None;
+        let mut binding: Option<(Verdict, &Limiter)> = None;
         let consumer_limit = consumer.and_then(|c| Some((c.limiter.as_deref()?, c)));
         if let Some((limiter, consumer)) = consumer_limit {
             let verdict = limiter.decide(&LimitKey::Consumer(consumer.name.clone())).await;
-            binding = tighter(binding, verdict, limiter.config());
+            binding = tighter(binding, verdict, limiter);
         }
         if let Some(limiter) = limit {
             let key = match (limiter.config().by, consumer, subject) {
@@ -235,17 +235,22 @@ impl Gate {
             };
             // Without a peer address (not on TCP) there is no key to limit by.
             if let Some(key) = key {
-                binding = tighter(binding, limiter.decide(&key).await, limiter.config());
+                binding = tighter(binding, limiter.decide(&key).await, limiter);
             }
         }
         let limit = match binding {
             None => None,
-            Some((Verdict::Limited { retry_after }, config)) => {
-                return Err(Refusal::Limited { config: *config, retry_after });
+            Some((Verdict::Limited { retry_after }, limiter)) => {
+                return Err(Refusal::Limited {
+                    config: *limiter.config(),
+                    policy: limiter.policy_header().clone(),
+                    retry_after,
+                });
             }
-            Some((Verdict::Allowed { remaining, reset }, config)) => {
-                Some(limit_headers(config, remaining, reset))
-            }
+            Some((Verdict::Allowed { remaining, reset }, limiter)) => Some(LimitHeaders {
+                policy: limiter.policy_header().clone(),
+                state: limiter.state_header(remaining, ceil_secs(reset)),
+            }),
         };
         let (caller, set) = match (consumer, token) {
             (Some(consumer), _) => {
@@ -344,6 +349,8 @@ pub enum Refusal {
     Limited {
         /// The limit that refused.
         config: RateLimitConfig,
+        /// Its `RateLimit-Policy`.
+        policy: HeaderValue,
         /// Until a request would pass.
         retry_after: std::time::Duration,
     },
@@ -354,7 +361,9 @@ impl Refusal {
     pub fn into_response(self) -> HttpResponse {
         match self {
             Refusal::Unauthorized { challenge, detail } => unauthorized(challenge, &detail),
-            Refusal::Limited { config, retry_after } => too_many_requests(&config, retry_after),
+            Refusal::Limited { config, policy, retry_after } => {
+                too_many_requests(&config, policy, retry_after)
+            }
             Refusal::Token(refusal) => refusal.into_response(),
         }
     }
@@ -398,10 +407,10 @@ pub fn route_limiter(
 
 /// The limit that binds: a refusal over a pass, else the fewer remaining.
 fn tighter<'c>(
-    current: Option<(Verdict, &'c RateLimitConfig)>,
+    current: Option<(Verdict, &'c Limiter)>,
     verdict: Verdict,
-    config: &'c RateLimitConfig,
-) -> Option<(Verdict, &'c RateLimitConfig)> {
+    config: &'c Limiter,
+) -> Option<(Verdict, &'c Limiter)> {
     let rank = |v: &Verdict| match v {
         Verdict::Limited { .. } => 0,
         Verdict::Allowed { remaining, .. } => u64::from(*remaining) + 1,
@@ -419,7 +428,7 @@ fn ceil_secs(d: std::time::Duration) -> u64 {
 
 /// `per` in seconds as the `w` of `RateLimit-Policy`: whole seconds when
 /// it is, else with the fraction (`0.5`).
-fn window(per: std::time::Duration) -> String {
+pub(super) fn window(per: std::time::Duration) -> String {
     if per.subsec_nanos() == 0 {
         per.as_secs().to_string()
     } else {
@@ -428,21 +437,11 @@ fn window(per: std::time::Duration) -> String {
     }
 }
 
-fn limit_headers(
+fn too_many_requests(
     config: &RateLimitConfig,
-    remaining: u32,
-    reset: std::time::Duration,
-) -> LimitHeaders {
-    let policy = format!("{};w={}", config.requests, window(config.per));
-    let state =
-        format!("limit={}, remaining={remaining}, reset={}", config.requests, ceil_secs(reset));
-    LimitHeaders {
-        policy: HeaderValue::from_str(&policy).unwrap_or_else(|_| HeaderValue::from_static("")),
-        state: HeaderValue::from_str(&state).unwrap_or_else(|_| HeaderValue::from_static("")),
-    }
-}
-
-fn too_many_requests(config: &RateLimitConfig, retry_after: std::time::Duration) -> HttpResponse {
+    policy: HeaderValue,
+    retry_after: std::time::Duration,
+) -> HttpResponse {
     let seconds = ceil_secs(retry_after).max(1);
     let mut response = super::error_response(
         StatusCode::TOO_MANY_REQUESTS,
@@ -450,7 +449,9 @@ fn too_many_requests(config: &RateLimitConfig, retry_after: std::time::Duration)
         Some(&format!("{} requests per {}s", config.requests, window(config.per))),
     );
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    limit_headers(config, 0, std::time::Duration::from_secs(seconds)).apply(&mut response);
+    let state = format!("limit={}, remaining=0, reset={seconds}", config.requests);
+    let state = HeaderValue::from_str(&state).unwrap_or_else(|_| HeaderValue::from_static(""));
+    LimitHeaders { policy, state }.apply(&mut response);
     response
 }
 
