@@ -29,12 +29,15 @@ const CACHE_SLOTS: usize = 256;
 /// Longest key the cache holds (longer ones are hashed every time).
 const MAX_CACHED_KEY: usize = 256;
 
+/// One slot of the matched-key cache: a key that matched, and its consumer.
+type MatchedSlot = Mutex<Option<(Box<[u8]>, usize)>>;
+
 /// Key digests to consumer indexes.
 #[derive(Debug)]
 pub struct KeyTable {
     by_digest: HashMap<[u8; 32], usize>,
     /// Keys that matched, with their consumer: `(key, index)` per slot.
-    matched: Box<[Mutex<Option<(Box<[u8]>, usize)>>]>,
+    matched: Box<[MatchedSlot]>,
     slot_hasher: foldhash::quality::RandomState,
 }
 
