@@ -2,10 +2,13 @@
 //! runs it:
 //!
 //! - `jwt/rs256_cached_key`, `jwt/es256_cached_key`: `JwtVerifier::verify`
-//!   of a valid token whose key is already in the key store (a JWK set from
+//!   of valid tokens whose key is already in the key store (a JWK set from
 //!   `jwks_file`, the keys of `tests/fixtures/jwt/`): header decode, key
 //!   lookup by `kid`, signature, `exp`/`iss`/`aud`, the consumer claim and
-//!   one `claims_to_headers` header.
+//!   one `claims_to_headers` header. 4,096 different tokens in turn, more
+//!   than the verified-token cache holds, so each one is verified.
+//! - `jwt/rs256_remembered`, `jwt/es256_remembered`: one token again and
+//!   again, as a client sends it: the verified-token cache answers.
 //! - `rate_limit/one_key`: a local GCRA check of one busy key (the bucket
 //!   always has room: the limit is far above the loop's rate);
 //!   `rate_limit/10k_keys`: the same over 10,000 client addresses in turn
@@ -42,10 +45,10 @@ fn jwk(alg: Algorithm, pem: &[u8], kid: &str) -> Jwk {
     jwk
 }
 
-fn token(alg: Algorithm, pem: &[u8], kid: &str) -> String {
+fn token(alg: Algorithm, pem: &[u8], kid: &str, user: usize) -> String {
     let now = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs();
     let claims = serde_json::json!({
-        "sub": "user-1", "iss": "https://id.test", "aud": "shop",
+        "sub": format!("user-{user}"), "iss": "https://id.test", "aud": "shop",
         "exp": now + 3600, "scope": "orders:read",
     });
     let mut header = Header::new(alg);
@@ -74,6 +77,7 @@ instances = ["127.0.0.1:9"]
 
 [[routes]]
 path = "/orders/{{id}}"
+deadline = "1s"
 auth = "jwt"
 sections = [{{ name = "orders", backend = "shop", path = "/orders/{{id}}" }}]
 "#,
@@ -98,12 +102,20 @@ fn jwt(c: &mut Criterion) {
         ("rs256_cached_key", Algorithm::RS256, RSA_K1, "k1"),
         ("es256_cached_key", Algorithm::ES256, EC_E1, "e1"),
     ] {
-        let token = token(alg, pem, kid);
+        let tokens: Vec<String> = (0..4096).map(|user| token(alg, pem, kid, user)).collect();
         // The keys are in memory: verify completes without waiting.
-        let once = verifier.verify(&token, &[]).now_or_never().expect("no wait");
+        let once = verifier.verify(&tokens[0], &[]).now_or_never().expect("no wait");
         assert!(once.is_ok(), "{name}: the bench token verifies");
+        let mut next = 0;
         group.bench_function(name, |b| {
-            b.iter(|| verifier.verify(std::hint::black_box(&token), &[]).now_or_never())
+            b.iter(|| {
+                next = (next + 1) % tokens.len();
+                verifier.verify(&tokens[next], &[]).now_or_never()
+            })
+        });
+        let remembered = name.replace("cached_key", "remembered");
+        group.bench_function(remembered.as_str(), |b| {
+            b.iter(|| verifier.verify(std::hint::black_box(&tokens[0]), &[]).now_or_never())
         });
     }
     group.finish();

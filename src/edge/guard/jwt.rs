@@ -11,7 +11,19 @@
 //! checked: its `alg` must be in `algorithms` *and* among what the key it
 //! names verifies (see `jwks::KeySet::find`), and the library is given that
 //! one algorithm only.
+//!
+//! Verifying a signature costs 50-150 µs in pure Rust (BENCHMARKS.md: more
+//! than the rest of a page), and a client sends the same token on every
+//! request until it expires. Tokens that verified are remembered, as
+//! Envoy's `jwt_cache_config` does: a direct-mapped cache of
+//! [`TOKEN_CACHE_SLOTS`] slots (a random-seeded hash picks the slot), each
+//! holding the whole token (compared in constant time), its claims, the
+//! key set it was checked with and when it expires (`exp` + `leeway`). A hit
+//! skips the signature and the claim checks, never the route's scopes or
+//! the headers; a new key set (a JWKS refresh, a rotation) or the expiry
+//! makes it a miss. Only verified tokens go in, so forged ones fill nothing.
 
+use std::hash::BuildHasher as _;
 use std::sync::Arc;
 
 use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -21,7 +33,7 @@ use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, Validation};
 use serde_json::{Map, Value};
 
-use super::jwks::{KeyStore, Lookup};
+use super::jwks::{KeySet, KeyStore, Lookup};
 use crate::config::JwtConfig;
 
 /// Longest token read: far above any real one, and bounds the work of
@@ -31,6 +43,36 @@ const MAX_TOKEN_LEN: usize = 16 * 1024;
 const MAX_CLAIM_HEADER_LEN: usize = 1024;
 /// Longest consumer name taken from a token (a limit key and a log field).
 const MAX_CONSUMER_LEN: usize = 256;
+/// Slots of the verified-token cache.
+const TOKEN_CACHE_SLOTS: usize = 1024;
+/// Longest token the cache holds (longer ones are verified every time).
+const MAX_CACHED_TOKEN: usize = 4096;
+
+/// A token that verified: what a later request with the same token needs.
+struct VerifiedToken {
+    token: Box<[u8]>,
+    /// The key set it was verified with: another set is a miss.
+    keys: Arc<KeySet>,
+    /// Seconds since the epoch from which it is expired (`exp` + `leeway`).
+    expires: u64,
+    claims: Arc<Map<String, Value>>,
+}
+
+impl std::fmt::Debug for VerifiedToken {
+    // The token is a credential: never printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedToken").field("expires", &self.expires).finish_non_exhaustive()
+    }
+}
+
+/// One slot of the verified-token cache.
+type TokenSlot = parking_lot::Mutex<Option<VerifiedToken>>;
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs())
+}
 
 /// `WWW-Authenticate` of a request without a token.
 const CHALLENGE: &str = r#"Bearer realm="mosaic""#;
@@ -140,6 +182,9 @@ pub struct JwtVerifier {
     validations: Vec<(Algorithm, Validation)>,
     /// `claims_to_headers` with parsed names.
     claim_headers: Vec<(String, HeaderName)>,
+    /// Tokens that verified (see the module).
+    verified: Box<[TokenSlot]>,
+    slot_hasher: foldhash::quality::RandomState,
 }
 
 impl JwtVerifier {
@@ -184,7 +229,14 @@ impl JwtVerifier {
                 Some((claim.clone(), HeaderName::from_bytes(header.as_bytes()).ok()?))
             })
             .collect();
-        JwtVerifier { config: config.clone(), store, validations, claim_headers }
+        JwtVerifier {
+            config: config.clone(),
+            store,
+            validations,
+            claim_headers,
+            verified: (0..TOKEN_CACHE_SLOTS).map(|_| parking_lot::Mutex::new(None)).collect(),
+            slot_hasher: foldhash::quality::RandomState::default(),
+        }
     }
 
     /// The header names tokens set (`claims_to_headers`): no client's copy
@@ -195,6 +247,44 @@ impl JwtVerifier {
 
     /// Verifies `token` and checks it holds every one of `scopes`.
     pub async fn verify(&self, token: &str, scopes: &[String]) -> Result<Verified, TokenRefusal> {
+        let slot = &self.verified[self.slot_hasher.hash_one(token) as usize % TOKEN_CACHE_SLOTS];
+        let cached = self.store.keys().and_then(|keys| {
+            let slot = slot.lock();
+            let entry = slot.as_ref()?;
+            let hit = Arc::ptr_eq(&entry.keys, &keys)
+                && now_secs() < entry.expires
+                && bool::from(subtle::ConstantTimeEq::ct_eq(
+                    entry.token.as_ref(),
+                    token.as_bytes(),
+                ));
+            hit.then(|| entry.claims.clone())
+        });
+        let claims = match cached {
+            Some(claims) => claims,
+            None => {
+                let (claims, keys) = self.verify_signed(token).await?;
+                let claims = Arc::new(claims);
+                let exp = claims.get("exp").and_then(Value::as_u64);
+                if let Some(exp) = exp.filter(|_| token.len() <= MAX_CACHED_TOKEN) {
+                    *slot.lock() = Some(VerifiedToken {
+                        token: token.as_bytes().into(),
+                        keys,
+                        expires: exp.saturating_add(self.config.leeway.as_secs()),
+                        claims: claims.clone(),
+                    });
+                }
+                claims
+            }
+        };
+        self.admit(&claims, scopes)
+    }
+
+    /// The signature and the claims of `token` checked: its claims, and
+    /// the key set that verified it.
+    async fn verify_signed(
+        &self,
+        token: &str,
+    ) -> Result<(Map<String, Value>, Arc<KeySet>), TokenRefusal> {
         let invalid = |detail: &str| TokenRefusal::Invalid(detail.to_string());
         let header = jsonwebtoken::decode_header(token).map_err(|_| invalid("not a JWT"))?;
         let alg = header.alg;
@@ -225,7 +315,17 @@ impl JwtVerifier {
         let claims = jsonwebtoken::decode::<Map<String, Value>>(token, key, validation)
             .map_err(|e| TokenRefusal::Invalid(explain(e.kind()).to_string()))?
             .claims;
-        if let Some(missing) = scopes.iter().find(|s| !has_scope(&claims, s)) {
+        Ok((claims, keys))
+    }
+
+    /// What a verified token's `claims` let through: the route's `scopes`
+    /// checked, the consumer and the claim headers read.
+    fn admit(
+        &self,
+        claims: &Map<String, Value>,
+        scopes: &[String],
+    ) -> Result<Verified, TokenRefusal> {
+        if let Some(missing) = scopes.iter().find(|s| !has_scope(claims, s)) {
             return Err(TokenRefusal::InsufficientScope(format!(
                 "the token lacks the scope {missing:?}"
             )));
@@ -310,6 +410,52 @@ mod tests {
         let array: Map<String, Value> = serde_json::from_str(r#"{"scope":["a","b"]}"#).unwrap();
         assert!(has_scope(&array, "b"));
         assert!(!has_scope(&Map::new(), "a"));
+    }
+
+    /// The verified-token cache: a hit still needs the route's scopes, a
+    /// token that differs from a remembered one is verified (and refused),
+    /// and a remembered token expires on time.
+    #[actix_rt::test]
+    async fn a_remembered_token_still_needs_its_scopes_and_still_expires() {
+        let secret = "s".repeat(40);
+        let toml = format!(
+            r#"
+[auth.jwt]
+secret = "{secret}"
+leeway = "0s"
+
+[backends.shop]
+instances = ["127.0.0.1:9"]
+
+[[routes]]
+path = "/a"
+deadline = "1s"
+auth = "jwt"
+sections = [{{ name = "a", backend = "shop", path = "/a" }}]
+"#
+        );
+        let config = crate::config::parse_str(&toml).unwrap();
+        let jwt = config.auth.as_ref().unwrap().jwt.clone().unwrap();
+        let verifier = JwtVerifier::build(&jwt, None, &actix_rt::Arbiter::current());
+        let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()).unwrap();
+        let claims = serde_json::json!({ "sub": "u", "exp": now_secs() + 2, "scope": "a" });
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let scope_a = ["a".to_string()];
+        for _ in 0..3 {
+            assert!(verifier.verify(&token, &scope_a).await.is_ok());
+        }
+        let refused = verifier.verify(&token, &["b".to_string()]).await;
+        assert!(matches!(refused, Err(TokenRefusal::InsufficientScope(_))), "{refused:?}");
+        // Another signature on the same header and claims is not the
+        // remembered token.
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let first = if signature.starts_with('A') { 'B' } else { 'A' };
+        let forged = format!("{signed}.{first}{}", &signature[1..]);
+        assert!(matches!(verifier.verify(&forged, &[]).await, Err(TokenRefusal::Invalid(_))));
+        // exp is wall-clock seconds: past it, the remembered token is refused.
+        tokio::time::sleep(std::time::Duration::from_millis(3100)).await;
+        let expired = verifier.verify(&token, &scope_a).await;
+        assert!(matches!(expired, Err(TokenRefusal::Invalid(_))), "{expired:?}");
     }
 
     #[test]
