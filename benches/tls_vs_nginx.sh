@@ -20,6 +20,10 @@
 #   handshake  full handshakes (openssl s_time -new: no session resumption,
 #              one connection at a time, a GET of the proxy path on each):
 #              handshakes per second and the server's CPU per handshake.
+#   handshake-16  full handshakes from 16 connections at once (wrk with
+#              `Connection: close`: a new connection, and a full handshake,
+#              per request; wrk keeps no sessions): the rate the server
+#              sustains, and its CPU per handshake.
 # Prints one line per measurement and the ratios mosaic/nginx of the
 # medians. Needs nginx, wrk and openssl (apt-get install nginx wrk openssl).
 set -euo pipefail
@@ -117,12 +121,14 @@ cpu_ticks() {
 HZ=$(getconf CLK_TCK)
 NGINX_PID=$(cat "$RUN/front/nginx.pid")
 
-# load NAME PID URL: wrk for SECONDS_PER_RUN; prints NAME, req/s, CPU µs per request.
+# load NAME PID URL [WRK_ARGS...]: wrk for SECONDS_PER_RUN; prints NAME,
+# req/s, CPU µs per request.
 load() {
     local name=$1 pid=$2 url=$3 before after requests
-    taskset -c 0 wrk -t1 -c16 -d2s "$url" >/dev/null # warm-up
+    shift 3
+    taskset -c 0 wrk -t1 -c16 -d2s "$@" "$url" >/dev/null # warm-up
     before=$(cpu_ticks "$pid")
-    requests=$(taskset -c 0 wrk -t1 -c16 -d"${SECONDS_PER_RUN}s" "$url" \
+    requests=$(taskset -c 0 wrk -t1 -c16 -d"${SECONDS_PER_RUN}s" "$@" "$url" \
         | awk '/requests in/ {print $1}')
     after=$(cpu_ticks "$pid")
     python3 -c "print(f'$name rps={$requests/$SECONDS_PER_RUN:.0f} cpu_us_per_request={($after-$before)/$HZ*1e6/$requests:.1f}')"
@@ -147,6 +153,8 @@ for round in $(seq 1 "$ROUNDS"); do
     load page/mosaic-http "$PLAIN" http://127.0.0.1:8080/products/42 | tee -a "$results"
     handshakes handshake/mosaic "$GW" 8443 | tee -a "$results"
     handshakes handshake/nginx "$NGINX_PID" 8444 | tee -a "$results"
+    load handshake-16/mosaic "$GW" https://127.0.0.1:8443/api/cart/items -H 'Connection: close' | tee -a "$results"
+    load handshake-16/nginx "$NGINX_PID" https://127.0.0.1:8444/api/cart/items -H 'Connection: close' | tee -a "$results"
 done
 
 python3 - "$results" <<'EOF'
@@ -165,5 +173,7 @@ print("== ratios (mosaic / nginx)")
 print(f"proxy CPU per request: {med[('proxy/mosaic','cpu_us_per_request')] / med[('proxy/nginx','cpu_us_per_request')]:.2f}x")
 print(f"full handshakes per second: {med[('handshake/mosaic','handshakes_per_s')] / med[('handshake/nginx','handshakes_per_s')]:.2f}x")
 print(f"CPU per handshake: {med[('handshake/mosaic','cpu_us_per_handshake')] / med[('handshake/nginx','cpu_us_per_handshake')]:.2f}x")
+print(f"full handshakes per second, 16 at once: {med[('handshake-16/mosaic','rps')] / med[('handshake-16/nginx','rps')]:.2f}x")
+print(f"CPU per handshake, 16 at once: {med[('handshake-16/mosaic','cpu_us_per_request')] / med[('handshake-16/nginx','cpu_us_per_request')]:.2f}x")
 print(f"page over HTTPS / over HTTP (CPU per page): {med[('page/mosaic-https','cpu_us_per_request')] / med[('page/mosaic-http','cpu_us_per_request')]:.2f}x")
 EOF
