@@ -73,11 +73,17 @@ pub async fn compose_via<T: Transport>(
         .iter()
         .map(|section| call_spec(section, params, request_headers, per_request));
     let replies = collect(route, specs, arrived, transport, &NoEvents).await;
-    let page = page::assemble(&route.labels, &replies, arrived.elapsed());
+    (finish_page(route, &replies, arrived), replies)
+}
+
+/// The page of `replies`, counted when complete.
+#[inline]
+pub fn finish_page(route: &RouteRuntime, replies: &[SectionReply], arrived: Instant) -> Page {
+    let page = page::assemble(&route.labels, replies, arrived.elapsed());
     if page.complete {
         route.responses.complete_page();
     }
-    (page, replies)
+    page
 }
 
 /// Told each section's final reply the moment it has it (a streamed page

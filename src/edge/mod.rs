@@ -12,6 +12,7 @@ pub mod guard;
 pub mod proxy;
 pub mod request_body;
 pub mod request_id;
+pub mod stream;
 pub mod trace;
 
 use std::io;
@@ -137,9 +138,16 @@ async fn dispatch(
             (proxy.config.prefix.as_str(), &proxy.responses, refusal, None, None)
         }
         (Target::Page(route, raw), None) => {
-            let (response, log) =
-                compose::serve(&req, route, raw, identity, &per_request, arrived).await;
-            (route.config.path.as_str(), &route.responses, response, log, None)
+            let caller = compose::Caller {
+                runtime: &runtime,
+                request_id: &request_id,
+                trace_id: trace.trace_id(),
+                consumer,
+            };
+            let served =
+                compose::serve(&req, route, raw, identity, &per_request, arrived, caller).await;
+            logs_itself = served.logs_itself;
+            (route.config.path.as_str(), &route.responses, served.response, served.log, None)
         }
         (Target::Proxy(proxy), None) => {
             let request = proxy::ProxyRequest {
