@@ -344,11 +344,20 @@ impl Stream for SectionStream {
                 return Poll::Ready(Some(Ok(event)));
             }
             let Some(driver) = this.driver.as_mut() else { return Poll::Ready(None) };
-            // Pending: the section calls woke nobody yet; their wakers are
-            // the connection's, which polls this body again.
-            let replies = std::task::ready!(driver.as_mut().poll(cx));
-            this.driver = None;
-            this.finish(&replies);
+            match driver.as_mut().poll(cx) {
+                Poll::Ready(replies) => {
+                    this.driver = None;
+                    this.finish(&replies);
+                }
+                // A section that finished in this poll is sent now; the
+                // others wake the connection, which polls this body again.
+                Poll::Pending => {
+                    return this
+                        .emitter
+                        .pop()
+                        .map_or(Poll::Pending, |event| Poll::Ready(Some(Ok(event))))
+                }
+            }
         }
     }
 }
