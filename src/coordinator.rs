@@ -390,7 +390,7 @@ pub async fn join_until_each<F: Future + Unpin>(
 mod tests {
     use std::time::Duration;
 
-    use super::join_until;
+    use super::{join_until, join_until_each};
     use tokio::time::{sleep, Instant};
 
     /// Futures that sleep `delays` (ms) and return them, joined until
@@ -423,6 +423,26 @@ mod tests {
         let (outputs, took) = sleepers(&[10, 500, 40], 100).await;
         assert_eq!(outputs, vec![Some(10), None, Some(40)]);
         assert_eq!(took, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_future_is_reported_as_it_completes_and_a_cut_one_never() {
+        let started = Instant::now();
+        let mut reported = Vec::new();
+        let outputs = join_until_each(
+            [30u64, 10, 500, 20].into_iter().map(|ms| {
+                Box::pin(async move {
+                    sleep(Duration::from_millis(ms)).await;
+                    ms
+                })
+            }),
+            started + Duration::from_millis(100),
+            |i, &ms| reported.push((i, ms, started.elapsed())),
+        )
+        .await;
+        assert_eq!(outputs, vec![Some(30), Some(10), None, Some(20)]);
+        let at = |ms| Duration::from_millis(ms);
+        assert_eq!(reported, vec![(1, 10, at(10)), (3, 20, at(20)), (0, 30, at(30))]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -166,33 +166,32 @@ impl Client {
         }
         assert_eq!(out.header("transfer-encoding"), Some("chunked"), "{out:?}");
         let mut data = Vec::new();
-        'chunks: loop {
-            // One chunk: size line, bytes, CRLF.
-            loop {
-                if let Some(line_end) = find(&self.buf, b"\r\n") {
-                    let size = std::str::from_utf8(&self.buf[..line_end]).expect("size");
-                    let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
-                    if self.buf.len() >= line_end + 2 + size + 2 {
-                        let bytes: Vec<u8> = self.buf[line_end + 2..line_end + 2 + size].to_vec();
-                        self.buf.drain(..line_end + 2 + size + 2);
-                        if size == 0 {
-                            out.ended = true;
-                            break 'chunks;
-                        }
-                        let at = started.elapsed();
-                        data.extend_from_slice(&bytes);
-                        out.chunks.push((bytes, at));
-                        while let Some(end) = find(&data, b"\n\n") {
-                            let text = String::from_utf8(data[..end].to_vec()).expect("utf8");
-                            data.drain(..end + 2);
-                            out.events.push(parse_event(&text, at));
-                        }
-                        continue;
+        // One chunk at a time: size line, bytes, CRLF; a read when the
+        // buffer holds no whole chunk.
+        loop {
+            if let Some(line_end) = find(&self.buf, b"\r\n") {
+                let size = std::str::from_utf8(&self.buf[..line_end]).expect("size");
+                let size = usize::from_str_radix(size.trim(), 16).expect("hex size");
+                if self.buf.len() >= line_end + 2 + size + 2 {
+                    let bytes: Vec<u8> = self.buf[line_end + 2..line_end + 2 + size].to_vec();
+                    self.buf.drain(..line_end + 2 + size + 2);
+                    if size == 0 {
+                        out.ended = true;
+                        break;
                     }
+                    let at = started.elapsed();
+                    data.extend_from_slice(&bytes);
+                    out.chunks.push((bytes, at));
+                    while let Some(end) = find(&data, b"\n\n") {
+                        let text = String::from_utf8(data[..end].to_vec()).expect("utf8");
+                        data.drain(..end + 2);
+                        out.events.push(parse_event(&text, at));
+                    }
+                    continue;
                 }
-                if !self.fill(within, started).await {
-                    break 'chunks;
-                }
+            }
+            if !self.fill(within, started).await {
+                break;
             }
         }
         out
@@ -485,5 +484,27 @@ async fn accept_decides_between_the_stream_and_the_page() {
     }
     let head = request(gw.addr, "HEAD", "/products/42", &[("accept", SSE)], None).await;
     assert_eq!(head.header("content-type"), Some("application/json"));
+    gw.stop(false).await;
+}
+
+/// `stream = false` on a route: `Accept: text/event-stream` gets the JSON
+/// page there.
+#[actix_rt::test]
+async fn a_route_with_stream_false_keeps_the_json_page() {
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"42"}"#));
+    let price = FakeBackend::start(Reply::ok(r#"{"amount":1}"#));
+    let recs = FakeBackend::start(Reply::ok("[]"));
+    let config = stream_config(&product, &price, &recs, "", "1s", "2s").replacen(
+        "deadline = \"2s\"",
+        "deadline = \"2s\"\nstream = false",
+        1,
+    );
+    let gw = start_gateway(&config).await;
+    let mut client = Client::connect(gw.addr).await;
+    let got = client.get("/products/42", SSE, Duration::from_secs(5)).await;
+    assert_eq!(got.status, 200);
+    assert_eq!(got.header("content-type"), Some("application/json"));
+    let page: serde_json::Value = serde_json::from_slice(&got.body).expect("JSON page");
+    assert_eq!(page["price"]["amount"], 1);
     gw.stop(false).await;
 }

@@ -737,3 +737,12 @@ fn trusted_proxies_are_addresses_or_blocks() {
     let text = format!("[server]\ntrusted_proxies = [\"10.0.0.0/8\", \"10.0.0.0/40\"]\n{BASE}");
     assert_eq!(paths(&text), ["server.trusted_proxies[1]"]);
 }
+
+#[test]
+fn stream_is_on_by_default_and_a_route_can_opt_out() {
+    assert!(parse(BASE).unwrap().routes[0].stream);
+    let off = BASE.replacen("deadline = \"250ms\"", "deadline = \"250ms\"\nstream = false", 1);
+    assert!(!parse(&off).unwrap().routes[0].stream);
+    let wrong = BASE.replacen("deadline = \"250ms\"", "deadline = \"250ms\"\nstream = \"no\"", 1);
+    assert_eq!(paths(&wrong), ["routes[0].stream"]);
+}

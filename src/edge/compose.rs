@@ -115,7 +115,9 @@ async fn serve_page(
     };
     let request_headers = RequestHeaders { client: req.headers(), identity };
     // A stream for a GET that asks for one; HEAD keeps the page's head.
-    let (page, replies) = if req.method() == Method::GET && wants_event_stream(req.headers()) {
+    let streams =
+        route.config.stream && req.method() == Method::GET && wants_event_stream(req.headers());
+    let (page, replies) = if streams {
         let specs = coordinator::call_specs(route, &params, request_headers, per_request);
         let logs = access::enabled();
         let line = logs.then(|| DeferredAccess {

@@ -54,6 +54,10 @@ pub fn listen(gateway: Arc<Gateway>, server: &ServerConfig) -> io::Result<EdgeLi
         App::new().app_data(data.clone()).default_service(web::to(dispatch))
     })
     .workers(server.workers.max(1))
+    // A streamed page writes each event as it is ready: with Nagle's
+    // algorithm an event behind one still unacknowledged waits for the
+    // client's delayed ACK (40-200 ms). nginx's `tcp_nodelay on`, too.
+    .tcp_nodelay(true)
     .client_request_timeout(server.client_timeout)
     .keep_alive(server.keep_alive)
     .shutdown_timeout(server.shutdown_grace.as_secs().max(1))

@@ -374,3 +374,96 @@ impl Drop for SectionStream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::page::Source;
+
+    #[test]
+    fn accept_counts_event_stream_among_other_types_unless_q_is_zero() {
+        for (accept, wanted) in [
+            ("text/event-stream", true),
+            ("TEXT/Event-Stream", true),
+            ("application/json, text/event-stream", true),
+            ("text/html;level=1, text/event-stream;q=0.2", true),
+            ("text/event-stream ; charset=utf-8 ; q=1.0", true),
+            ("text/event-stream;q=0.001", true),
+            ("text/event-stream;q=0", false),
+            ("text/event-stream;Q=0.0", false),
+            ("text/event-stream; q=0.000", false),
+            ("*/*", false),
+            ("text/*", false),
+            ("text/event-streams", false),
+            ("application/json", false),
+            ("", false),
+        ] {
+            assert_eq!(accepts_event_stream(accept.as_bytes()), wanted, "{accept:?}");
+        }
+    }
+
+    #[test]
+    fn any_accept_header_counts() {
+        let mut headers = HeaderMap::new();
+        assert!(!wants_event_stream(&headers));
+        headers.append(header::ACCEPT, HeaderValue::from_static("application/json"));
+        assert!(!wants_event_stream(&headers));
+        headers.append(header::ACCEPT, HeaderValue::from_static("text/event-stream"));
+        assert!(wants_event_stream(&headers));
+    }
+
+    fn reply(body: Option<&'static str>) -> SectionReply {
+        SectionReply {
+            source: Source::Live,
+            status: Some(200),
+            body: body.map(|b| Bytes::from_static(b.as_bytes())),
+            error: None,
+            age: None,
+            tier: None,
+            elapsed: Duration::from_millis(12),
+        }
+    }
+
+    #[test]
+    fn a_section_event_embeds_the_body_and_the_page_meta() {
+        let label = SectionLabel::new("price", false);
+        let event = section_event(&label, &reply(Some("{\"amount\": 1999}")));
+        assert_eq!(
+            &event[..],
+            b"event: section\ndata: {\"name\":\"price\",\"body\":{\"amount\": 1999},\
+              \"meta\":{\"source\":\"live\",\"status\":200,\"ms\":12}}\n\n"
+        );
+        let event = section_event(&label, &reply(None));
+        assert!(event.starts_with(b"event: section\ndata: {\"name\":\"price\",\"body\":null,"));
+    }
+
+    #[test]
+    fn line_breaks_in_a_body_continue_on_data_lines() {
+        let mut out = BytesMut::new();
+        put_data(&mut out, b"{\n \"a\": 1,\r\n \"b\":\r2}\n");
+        assert_eq!(&out[..], b"{\ndata:  \"a\": 1,\ndata:  \"b\":\ndata: 2}\ndata: ");
+        let mut out = BytesMut::new();
+        put_data(&mut out, b"[1, 2]");
+        assert_eq!(&out[..], b"[1, 2]");
+    }
+
+    #[test]
+    fn the_page_event_is_the_envelope() {
+        let labels = vec![SectionLabel::new("product", true), SectionLabel::new("price", false)];
+        let replies = vec![
+            reply(Some("{}")),
+            SectionReply::none(crate::backend::FetchError::Timeout, Duration::ZERO),
+        ];
+        let event = page_event(&labels, &replies, false, Duration::from_millis(7));
+        let text = std::str::from_utf8(&event).expect("utf8");
+        let data = text
+            .strip_prefix("event: page\ndata: ")
+            .and_then(|t| t.strip_suffix("\n\n"))
+            .expect("one data line");
+        let v: serde_json::Value = serde_json::from_str(data).expect("JSON");
+        assert_eq!(v["_mosaic"]["complete"], false);
+        assert_eq!(v["_mosaic"]["elapsed_ms"], 7);
+        assert_eq!(v["_mosaic"]["sections"]["price"]["error"], "timeout");
+        assert_eq!(v["_mosaic"]["sections"]["product"]["source"], "live");
+    }
+}
