@@ -13,7 +13,8 @@
 # - `all_cached`: the same with the product cached too: every section is
 #   ready at once, so the first event measures the stream itself.
 # For each: `benches/stream_first_event.py` (first section event, page
-# event, end) and `benches/page_latency.py` (the JSON page: the baseline).
+# event, end), then the JSON page through the same raw-socket client (the
+# baseline: `stream_first_event.py ... json`).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=benches/lib.sh
@@ -47,7 +48,7 @@ for run in cached:"$CACHED" all_cached:"$ALL_CACHED"; do
     done
     python3 "$HERE/page_latency.py" 200 /products/42 >/dev/null
     stream=$(python3 "$HERE/stream_first_event.py" "$N" /products/42 | sed -n 's/^RESULT //p')
-    page=$(python3 "$HERE/page_latency.py" "$N" /products/42 | sed -n 's/^RESULT //p')
+    page=$(python3 "$HERE/stream_first_event.py" "$N" /products/42 8080 json | sed -n 's/^RESULT //p')
     echo "RESULT config=$name stream: $stream | json page: $page"
     kill "$GW"; wait "$GW" 2>/dev/null || true
     GW=""
