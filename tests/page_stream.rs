@@ -508,3 +508,39 @@ async fn a_route_with_stream_false_keeps_the_json_page() {
     assert_eq!(page["price"]["amount"], 1);
     gw.stop(false).await;
 }
+
+/// A section the shared tier (Redis) answers is an event like any other,
+/// labelled `cache` from the `shared` tier: replica B streams what replica
+/// A fetched, without calling the service.
+#[actix_rt::test]
+async fn a_shared_tier_hit_is_an_event() {
+    use support::redis::{page_with_shared_tier, unique_prefix, wait_for_keys, SHARED_REDIS};
+    let prefix = unique_prefix("stream");
+    let product = FakeBackend::start(Reply::ok(r#"{"id":"42"}"#));
+    let price = FakeBackend::start(Reply::ok(r#"{"amount":1999}"#));
+    let config =
+        page_with_shared_tier(LISTEN_ANY, SHARED_REDIS, &prefix, &product, &price, "ttl = \"1h\"");
+    let a = start_gateway(&config).await;
+    let b = start_gateway(&config).await;
+    for gateway in [&a, &b] {
+        let until = Instant::now() + Duration::from_secs(10);
+        while get(gateway.admin_addr, "/admin/redis").await.json()["redis"]["usable"] != true {
+            assert!(Instant::now() < until, "redis not usable within 10 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(get(a.addr, "/products/42").await.meta("price")["source"], "live");
+    wait_for_keys(SHARED_REDIS, &prefix, 1).await;
+
+    let mut client = Client::connect(b.addr).await;
+    let got = client.get("/products/42", SSE, Duration::from_secs(5)).await;
+    assert_eq!(got.status, 200);
+    let event = got.section("price").json();
+    assert_eq!(event["meta"]["source"], "cache");
+    assert_eq!(event["meta"]["tier"], "shared");
+    assert_eq!(event["body"]["amount"], 1999);
+    assert_eq!(price.calls(), 1, "B did not call the service");
+    assert_eq!(got.names().last().map(String::as_str), Some("page"));
+    a.stop(false).await;
+    b.stop(false).await;
+}

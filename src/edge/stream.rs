@@ -2,7 +2,7 @@
 //! asked with `Accept: text/event-stream` answers as server-sent events.
 //!
 //! The same coordinator ([`coordinator::collect`]) builds both answers; the
-//! stream listens to it ([`Emitter`] is its [`SectionEvents`]) and writes
+//! stream listens to it (`Emitter` is its [`SectionEvents`]) and writes
 //! one `section` event per section the moment that section is final, then
 //! the `page` event with the envelope. The head goes out once every
 //! `required` section has a body; a required section that fails makes the
@@ -14,7 +14,9 @@
 //! connection's own task. A client that goes away drops the body and with
 //! it the section calls still in flight, as it would for the JSON page.
 //! The events wait in a queue bounded by the number of sections plus one
-//! (each section is final once, then the page): it cannot grow.
+//! (each section is final once, then the page): it cannot grow. The stream
+//! holds the runtime it was matched in until it ends (by the deadline), so
+//! a reload meanwhile changes nothing under it.
 //!
 //! Headers: `Content-Type: text/event-stream`, `Cache-Control: no-store`,
 //! `X-Accel-Buffering: no` (a proxy in front must not buffer the stream),
