@@ -190,7 +190,7 @@ pub fn assemble(labels: &[SectionLabel], replies: &[SectionReply], elapsed: Dura
 
 /// Writes the value of `_mosaic`: `{"complete":..,"elapsed_ms":..,"sections":{..}}`
 /// (also the `page` event of a streamed page).
-#[inline(always)]
+#[inline]
 pub fn put_envelope(
     out: &mut BytesMut,
     labels: &[SectionLabel],
@@ -216,9 +216,7 @@ pub fn put_envelope(
 }
 
 /// Writes a section's `_mosaic` meta: `{"source":"live","status":200,"ms":12}`
-/// (also the `meta` of a streamed page's `section` event). Inlined: a call
-/// per section measured more than the page's own use of it.
-#[inline(always)]
+/// (also the `meta` of a streamed page's `section` event).
 pub fn put_meta(out: &mut BytesMut, reply: &SectionReply) {
     out.put_slice(b"{\"source\":\"");
     out.put_slice(reply.source.as_str().as_bytes());
