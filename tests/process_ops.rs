@@ -131,6 +131,55 @@ fn a_stalled_proxied_body_is_logged_when_it_ends() {
     assert!(v["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 300.0), "{v}");
 }
 
+/// A streamed page writes its one access line when the stream ends, not
+/// when its head goes out: `elapsed_ms` to the page event, completeness and
+/// degraded sections as for a JSON page.
+#[test]
+fn a_streamed_page_is_logged_once_when_its_stream_ends() {
+    let item = FakeBackend::start(Reply::ok("{}"));
+    let late = FakeBackend::start(Reply::Delay(
+        Duration::from_millis(300),
+        Box::new(Reply::Json(500, "{}".into())),
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        "{LISTEN_ANY}{}{}
+[[routes]]
+path = \"/items/{{id}}\"
+deadline = \"2s\"
+sections = [
+  {{ name = \"item\", backend = \"item\", path = \"/items/{{id}}\", required = true }},
+  {{ name = \"late\", backend = \"late\", path = \"/late/{{id}}\" }},
+]
+",
+        backend("item", &[item.address()], "retries = 0"),
+        backend("late", &[late.address()], "retries = 0\ntimeout = \"1s\""),
+    );
+    let gw = Gateway::start(&write_config(&dir, &toml), &["--log-format", "json"]);
+    let mut stream = TcpStream::connect(&gw.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "GET /items/7 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\
+         X-Request-Id: streamed-1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    assert!(raw.contains("event: page"), "{raw}");
+    // Well past the access log's flush interval: a second line would show.
+    let lines = gw.stderr_lines(Duration::from_secs(2), |_| false);
+    let access: Vec<&String> =
+        lines.iter().filter(|l| l.contains("streamed-1") && l.contains("mosaic::access")).collect();
+    assert_eq!(access.len(), 1, "one access line: {lines:#?}");
+    let v: serde_json::Value = serde_json::from_str(access[0]).expect("a JSON line");
+    assert_eq!(v["route"], "/items/{id}");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["degraded"], "late:none:status_5xx");
+    assert!(v["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 300.0), "to the page event: {v}");
+}
+
 /// `mosaic run` refuses an invalid file, naming the TOML path, exit 1.
 #[test]
 fn run_refuses_an_invalid_file() {
