@@ -66,6 +66,75 @@ pub async fn compose_via<T: Transport>(
     arrived: Instant,
     transport: &T,
 ) -> (Page, Vec<SectionReply>) {
+    // The specs are rendered one by one as the sections are asked: no list
+    // of them on the page's path.
+    let specs = route
+        .sections
+        .iter()
+        .map(|section| call_spec(section, params, request_headers, per_request));
+    let replies = collect(route, specs, arrived, transport, &NoEvents).await;
+    (finish_page(route, &replies, arrived), replies)
+}
+
+/// The page of `replies`, counted when complete.
+#[inline]
+pub fn finish_page(route: &RouteRuntime, replies: &[SectionReply], arrived: Instant) -> Page {
+    let page = page::assemble(&route.labels, replies, arrived.elapsed());
+    if page.complete {
+        route.responses.complete_page();
+    }
+    page
+}
+
+/// Told each section's final reply the moment it has it (a streamed page
+/// sends it on as an event).
+pub trait SectionEvents {
+    /// Whether anyone listens: `false` compiles every report out (the
+    /// plain page pays nothing for the stream).
+    const LISTENS: bool;
+
+    /// Section `slot` (config order) has its final reply: served from
+    /// cache, answered, or cut by the deadline. Called once per section.
+    fn section(&self, slot: usize, reply: &SectionReply);
+}
+
+/// No one listens: the plain JSON page.
+#[derive(Debug, Clone, Copy)]
+pub struct NoEvents;
+
+impl SectionEvents for NoEvents {
+    const LISTENS: bool = false;
+
+    #[inline(always)]
+    fn section(&self, _slot: usize, _reply: &SectionReply) {}
+}
+
+/// Every section's [`CallSpec`], in config order, owned: for a caller whose
+/// work outlives the request's borrows (a streamed page).
+pub fn call_specs(
+    route: &RouteRuntime,
+    params: &Params<'_>,
+    request_headers: RequestHeaders<'_>,
+    per_request: &[(HeaderName, HeaderValue)],
+) -> Vec<CallSpec> {
+    route
+        .sections
+        .iter()
+        .map(|section| call_spec(section, params, request_headers, per_request))
+        .collect()
+}
+
+/// Asks every section (`specs`: one per section, in config order) and
+/// collects the replies until the deadline, telling `events` of each as it
+/// is final; the replies in config order. Section sources are counted here;
+/// the page (and its `complete` count) is the caller's.
+pub async fn collect<T: Transport, E: SectionEvents>(
+    route: &RouteRuntime,
+    specs: impl Iterator<Item = CallSpec>,
+    arrived: Instant,
+    transport: &T,
+    events: &E,
+) -> Vec<SectionReply> {
     let deadline = arrived + route.config.deadline;
     let asked = Instant::now();
     // Sections served from fresh cache are answered here and now; only the
@@ -80,10 +149,14 @@ pub async fn compose_via<T: Transport>(
     // Sections that ask the shared tier first (none without `[redis]`: an
     // empty list does not allocate).
     let mut asks = Vec::new();
-    for section in &route.sections {
-        let spec = call_spec(section, params, request_headers, per_request);
+    for (section, spec) in route.sections.iter().zip(specs) {
         match section.backend.consult_cache(&spec, asked) {
-            CacheStep::Served(reply) => replies.push(Some(reply)),
+            CacheStep::Served(reply) => {
+                if E::LISTENS {
+                    events.section(replies.len(), &reply);
+                }
+                replies.push(Some(reply));
+            }
             CacheStep::Call { stale } => {
                 waiting.push((replies.len(), section, spec.cache_key.clone()));
                 calls.push(Box::pin(
@@ -97,14 +170,21 @@ pub async fn compose_via<T: Transport>(
             }
         }
     }
+    let answered = |i: usize, reply: &SectionReply| {
+        if E::LISTENS {
+            if let Some((slot, _, _)) = waiting.get(i) {
+                events.section(*slot, reply);
+            }
+        }
+    };
     let answers = if asks.is_empty() {
-        join_until(calls.into_iter(), deadline).await
+        join_until_each(calls.into_iter(), deadline, answered).await
     } else {
         // The shared tier's round trip delays only the sections that wait
         // for it; the others are called meanwhile.
         let (answers, shared) = futures_util::future::join(
-            join_until(calls.into_iter(), deadline),
-            shared_sections(asks, asked, deadline, transport),
+            join_until_each(calls.into_iter(), deadline, answered),
+            shared_sections(asks, asked, deadline, transport, events),
         )
         .await;
         for (slot, reply) in shared {
@@ -114,12 +194,16 @@ pub async fn compose_via<T: Transport>(
     };
     for ((slot, section, key), answer) in waiting.into_iter().zip(answers) {
         replies[slot] = Some(answer.unwrap_or_else(|| {
-            section.backend.fallback_for_key(
+            let reply = section.backend.fallback_for_key(
                 FetchError::Deadline,
                 key.as_deref(),
                 None,
                 asked.elapsed(),
-            )
+            );
+            if E::LISTENS {
+                events.section(slot, &reply);
+            }
+            reply
         }));
     }
     // Every slot is filled: served from cache, answered, or cut.
@@ -127,11 +211,7 @@ pub async fn compose_via<T: Transport>(
     for (section, reply) in route.sections.iter().zip(&replies) {
         section.sources.record(reply.source);
     }
-    let page = page::assemble(&route.labels, &replies, arrived.elapsed());
-    if page.complete {
-        route.responses.complete_page();
-    }
-    (page, replies)
+    replies
 }
 
 /// A section whose backend looks in the shared tier before it calls.
@@ -147,11 +227,12 @@ struct SharedAsk<'r> {
 /// round trip per page, not per section), then the calls of those it could
 /// not answer fresh, each cut at the deadline like any other. The replies
 /// with their slots.
-async fn shared_sections<T: Transport>(
+async fn shared_sections<T: Transport, E: SectionEvents>(
     asks: Vec<SharedAsk<'_>>,
     asked: Instant,
     deadline: Instant,
     transport: &T,
+    events: &E,
 ) -> Vec<(usize, SectionReply)> {
     // Every backend of one runtime has the same tier (`Runtime::build`); a
     // section whose tier were another's would skip the lookup, not ask the
@@ -182,7 +263,12 @@ async fn shared_sections<T: Transport>(
             None => CacheStep::Call { stale: ask.stale },
         };
         match step {
-            CacheStep::Served(reply) => out.push((ask.slot, reply)),
+            CacheStep::Served(reply) => {
+                if E::LISTENS {
+                    events.section(ask.slot, &reply);
+                }
+                out.push((ask.slot, reply));
+            }
             CacheStep::Call { stale } | CacheStep::AskShared { stale } => {
                 let shared_stale = stale.clone().filter(|entry| entry.tier == Tier::Shared);
                 waiting.push((ask.slot, ask.section, ask.spec.cache_key.clone(), shared_stale));
@@ -192,15 +278,26 @@ async fn shared_sections<T: Transport>(
             }
         }
     }
-    let answers = join_until(calls.into_iter(), deadline).await;
+    let answered = |i: usize, reply: &SectionReply| {
+        if E::LISTENS {
+            if let Some((slot, ..)) = waiting.get(i) {
+                events.section(*slot, reply);
+            }
+        }
+    };
+    let answers = join_until_each(calls.into_iter(), deadline, answered).await;
     for ((slot, section, key, shared_stale), answer) in waiting.into_iter().zip(answers) {
         let reply = answer.unwrap_or_else(|| {
-            section.backend.fallback_for_key(
+            let reply = section.backend.fallback_for_key(
                 FetchError::Deadline,
                 key.as_deref(),
                 shared_stale,
                 asked.elapsed(),
-            )
+            );
+            if E::LISTENS {
+                events.section(slot, &reply);
+            }
+            reply
         });
         out.push((slot, reply));
     }
@@ -253,13 +350,31 @@ pub async fn join_until<F: Future + Unpin>(
     futures: impl Iterator<Item = F>,
     deadline: Instant,
 ) -> Vec<Option<F::Output>> {
+    join_until_each(futures, deadline, |_, _| {}).await
+}
+
+/// [`join_until`], calling `done(index, output)` the moment each future
+/// completes (for a streamed page, which sends each section as it is
+/// ready); a future the deadline cuts is not reported.
+pub async fn join_until_each<F: Future + Unpin>(
+    futures: impl Iterator<Item = F>,
+    deadline: Instant,
+    mut done: impl FnMut(usize, &F::Output),
+) -> Vec<Option<F::Output>> {
     let mut running: Vec<MaybeDone<F>> = futures.map(maybe_done).collect();
     let expiry = tokio::time::sleep_until(deadline);
     tokio::pin!(expiry);
     poll_fn(|cx| {
         let mut all_done = true;
-        for future in running.iter_mut() {
-            all_done &= Pin::new(future).poll(cx).is_ready();
+        for (i, future) in running.iter_mut().enumerate() {
+            let was_running = matches!(future, MaybeDone::Future(_));
+            let ready = Pin::new(&mut *future).poll(cx).is_ready();
+            if was_running && ready {
+                if let Some(output) = Pin::new(&mut *future).output_mut() {
+                    done(i, output);
+                }
+            }
+            all_done &= ready;
         }
         if all_done || expiry.as_mut().poll(cx).is_ready() {
             Poll::Ready(())
@@ -275,7 +390,7 @@ pub async fn join_until<F: Future + Unpin>(
 mod tests {
     use std::time::Duration;
 
-    use super::join_until;
+    use super::{join_until, join_until_each};
     use tokio::time::{sleep, Instant};
 
     /// Futures that sleep `delays` (ms) and return them, joined until
@@ -308,6 +423,26 @@ mod tests {
         let (outputs, took) = sleepers(&[10, 500, 40], 100).await;
         assert_eq!(outputs, vec![Some(10), None, Some(40)]);
         assert_eq!(took, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_future_is_reported_as_it_completes_and_a_cut_one_never() {
+        let started = Instant::now();
+        let mut reported = Vec::new();
+        let outputs = join_until_each(
+            [30u64, 10, 500, 20].into_iter().map(|ms| {
+                Box::pin(async move {
+                    sleep(Duration::from_millis(ms)).await;
+                    ms
+                })
+            }),
+            started + Duration::from_millis(100),
+            |i, &ms| reported.push((i, ms, started.elapsed())),
+        )
+        .await;
+        assert_eq!(outputs, vec![Some(30), Some(10), None, Some(20)]);
+        let at = |ms| Duration::from_millis(ms);
+        assert_eq!(reported, vec![(1, 10, at(10)), (3, 20, at(20)), (0, 30, at(30))]);
     }
 
     #[tokio::test(start_paused = true)]

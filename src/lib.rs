@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`config`]: TOML → validated [`config::Config`]; every error with its TOML path.
 //! - [`template`]: route matching and safe service-path rendering.
-//! - [`edge`]: the actix-web listener: request ids, routing, composed pages, proxy routes.
+//! - [`edge`]: the actix-web listener: request ids, routing, composed pages (JSON, or
+//!   server-sent events for `Accept: text/event-stream`: `edge::stream`), proxy routes.
 //! - [`coordinator`]: fans a page out to its sections and collects them under the deadline.
 //! - [`page`]: the page envelope (`_mosaic`), section sources and errors, status rules.
 //! - [`backend`]: one back-end service: its state (read-only to requests), the
@@ -30,7 +31,9 @@
 //! edge (match route, request id) → coordinator (one future per section, all
 //! at once, each bounded by the route deadline) → backend (cache → breaker →
 //! bulkhead → attempt(s) on this worker's connection pool → fallback) → page
-//! (section bodies embedded unchanged, `_mosaic` labels, status rules).
+//! (section bodies embedded unchanged, `_mosaic` labels, status rules); a
+//! streamed page sends each section as an event the moment it is final, then
+//! the envelope.
 //! Backend actors own each backend's state and publish it through `Arc`, so
 //! the request path never hops threads (see `backend/actor.rs`).
 

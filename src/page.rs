@@ -157,7 +157,7 @@ pub fn page_status(labels: &[SectionLabel], replies: &[SectionReply]) -> u16 {
 /// Room for one section's `_mosaic` meta and separators:
 /// `{"source":"default","status":200,"ms":..,"age_ms":..,"tier":"shared",
 /// "error":"invalid_body"}` with 20-digit numbers is under 150 bytes.
-const META_BYTES: usize = 160;
+pub const META_BYTES: usize = 160;
 
 /// What a page can take, so that it is never copied to grow (a copy of the
 /// whole page was 20 % of a cached page's instructions): the bodies, each
@@ -182,25 +182,42 @@ pub fn assemble(labels: &[SectionLabel], replies: &[SectionReply], elapsed: Dura
         }
         out.put_u8(b',');
     }
-    // `_mosaic` is written straight into the page, numbers without the
-    // formatting machinery: this runs for every page.
-    out.put_slice(b"\"_mosaic\":{\"complete\":");
+    out.put_slice(b"\"_mosaic\":");
+    put_envelope(&mut out, labels, replies, complete, elapsed);
+    out.put_u8(b'}');
+    Page { status, complete, body: out.freeze() }
+}
+
+/// Writes the value of `_mosaic`: `{"complete":..,"elapsed_ms":..,"sections":{..}}`
+/// (also the `page` event of a streamed page).
+#[inline]
+pub fn put_envelope(
+    out: &mut BytesMut,
+    labels: &[SectionLabel],
+    replies: &[SectionReply],
+    complete: bool,
+    elapsed: Duration,
+) {
+    // Written straight into the page, numbers without the formatting
+    // machinery: this runs for every page.
+    out.put_slice(b"{\"complete\":");
     out.put_slice(if complete { b"true" } else { b"false" });
     out.put_slice(b",\"elapsed_ms\":");
-    put_uint(&mut out, millis(elapsed));
+    put_uint(out, millis(elapsed));
     out.put_slice(b",\"sections\":{");
     for (i, (label, reply)) in labels.iter().zip(replies).enumerate() {
         if i > 0 {
             out.put_u8(b',');
         }
         out.put_slice(label.key.as_bytes());
-        put_meta(&mut out, reply);
+        put_meta(out, reply);
     }
-    out.put_slice(b"}}}");
-    Page { status, complete, body: out.freeze() }
+    out.put_slice(b"}}");
 }
 
-fn put_meta(out: &mut BytesMut, reply: &SectionReply) {
+/// Writes a section's `_mosaic` meta: `{"source":"live","status":200,"ms":12}`
+/// (also the `meta` of a streamed page's `section` event).
+pub fn put_meta(out: &mut BytesMut, reply: &SectionReply) {
     out.put_slice(b"{\"source\":\"");
     out.put_slice(reply.source.as_str().as_bytes());
     out.put_u8(b'"');

@@ -131,6 +131,106 @@ fn a_stalled_proxied_body_is_logged_when_it_ends() {
     assert!(v["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 300.0), "{v}");
 }
 
+/// A streamed page writes its one access line when the stream ends, not
+/// when its head goes out: `elapsed_ms` to the page event, completeness and
+/// degraded sections as for a JSON page.
+#[test]
+fn a_streamed_page_is_logged_once_when_its_stream_ends() {
+    let item = FakeBackend::start(Reply::ok("{}"));
+    let late = FakeBackend::start(Reply::Delay(
+        Duration::from_millis(300),
+        Box::new(Reply::Json(500, "{}".into())),
+    ));
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        "{LISTEN_ANY}{}{}
+[[routes]]
+path = \"/items/{{id}}\"
+deadline = \"2s\"
+sections = [
+  {{ name = \"item\", backend = \"item\", path = \"/items/{{id}}\", required = true }},
+  {{ name = \"late\", backend = \"late\", path = \"/late/{{id}}\" }},
+]
+",
+        backend("item", &[item.address()], "retries = 0"),
+        backend("late", &[late.address()], "retries = 0\ntimeout = \"1s\""),
+    );
+    let gw = Gateway::start(&write_config(&dir, &toml), &["--log-format", "json"]);
+    let mut stream = TcpStream::connect(&gw.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    write!(
+        stream,
+        "GET /items/7 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\
+         X-Request-Id: streamed-1\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    assert!(raw.contains("event: page"), "{raw}");
+    // Well past the access log's flush interval: a second line would show.
+    let lines = gw.stderr_lines(Duration::from_secs(2), |_| false);
+    let access: Vec<&String> =
+        lines.iter().filter(|l| l.contains("streamed-1") && l.contains("mosaic::access")).collect();
+    assert_eq!(access.len(), 1, "one access line: {lines:#?}");
+    let v: serde_json::Value = serde_json::from_str(access[0]).expect("a JSON line");
+    assert_eq!(v["route"], "/items/{id}");
+    assert_eq!(v["status"], 200);
+    assert_eq!(v["complete"], false);
+    assert_eq!(v["degraded"], "late:none:status_5xx");
+    assert!(v["elapsed_ms"].as_f64().is_some_and(|ms| ms >= 300.0), "to the page event: {v}");
+}
+
+/// A client that leaves a stream before its page event: the stream still
+/// ends by the deadline (a closed peer looks half-closed until a write
+/// fails), and its line is written once, then: either as a page or, when a
+/// write failed first, with `body_error: client_closed`.
+#[test]
+fn a_stream_the_client_leaves_ends_by_the_deadline_and_is_logged_once() {
+    let item = FakeBackend::start(Reply::ok("{}"));
+    let hung = FakeBackend::start(Reply::Hang);
+    let dir = tempfile::tempdir().expect("dir");
+    let toml = format!(
+        "{LISTEN_ANY}{}{}
+[[routes]]
+path = \"/items/{{id}}\"
+deadline = \"3s\"
+sections = [
+  {{ name = \"item\", backend = \"item\", path = \"/items/{{id}}\", required = true }},
+  {{ name = \"hung\", backend = \"hung\", path = \"/hung/{{id}}\" }},
+]
+",
+        backend("item", &[item.address()], "retries = 0"),
+        backend("hung", &[hung.address()], "retries = 0\ntimeout = \"5s\""),
+    );
+    let gw = Gateway::start(&write_config(&dir, &toml), &["--log-format", "json"]);
+    let mut stream = TcpStream::connect(&gw.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    write!(
+        stream,
+        "GET /items/7 HTTP/1.1\r\nHost: t\r\nAccept: text/event-stream\r\n\
+         X-Request-Id: left-1\r\n\r\n"
+    )
+    .expect("send");
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("\"name\":\"item\"") {
+        let n = stream.read(&mut buf).expect("read");
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    drop(stream);
+    let lines = gw.stderr_lines(Duration::from_secs(5), |_| false);
+    let access: Vec<&String> =
+        lines.iter().filter(|l| l.contains("left-1") && l.contains("mosaic::access")).collect();
+    assert_eq!(access.len(), 1, "one access line: {lines:#?}");
+    let v: serde_json::Value = serde_json::from_str(access[0]).expect("a JSON line");
+    assert_eq!(v["status"], 200);
+    let as_page = v["degraded"] == "hung:none:deadline";
+    let cut_short = v["body_error"] == "client_closed";
+    assert!(as_page || cut_short, "{v}");
+    assert!(v["elapsed_ms"].as_f64().is_some_and(|ms| ms < 3_500.0), "by the deadline: {v}");
+}
+
 /// `mosaic run` refuses an invalid file, naming the TOML path, exit 1.
 #[test]
 fn run_refuses_an_invalid_file() {

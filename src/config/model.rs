@@ -349,6 +349,9 @@ pub struct RouteConfig {
     pub sections: Vec<SectionConfig>,
     /// Who may ask for it, and how often.
     pub access: AccessConfig,
+    /// Whether `Accept: text/event-stream` gets the page as a stream of
+    /// events (`stream`, default true); when false it gets the JSON page.
+    pub stream: bool,
 }
 
 /// One section of a composed page.

@@ -153,6 +153,7 @@ pub(crate) struct RawRoute {
     pub auth: Option<String>,
     pub scopes: Option<Vec<String>>,
     pub rate_limit: Option<RawRateLimit>,
+    pub stream: Option<bool>,
 }
 
 /// One entry of a route's `sections`.

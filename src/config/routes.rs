@@ -54,6 +54,10 @@ pub(crate) fn array_of_tables(
     }
 }
 
+/// `stream`: a route answers `Accept: text/event-stream` with events unless
+/// it opts out.
+pub const DEFAULT_STREAM: bool = true;
+
 /// Validates every `[[routes]]`.
 pub(crate) fn routes(
     value: Option<toml::Value>,
@@ -94,7 +98,14 @@ pub(crate) fn routes(
         if let (Some((route, template)), Some(deadline), Some(sections), Some(access)) =
             (template, deadline, sections, access)
         {
-            valid.push(Arc::new(RouteConfig { path: route, template, deadline, sections, access }));
+            valid.push(Arc::new(RouteConfig {
+                path: route,
+                template,
+                deadline,
+                sections,
+                access,
+                stream: raw.stream.unwrap_or(DEFAULT_STREAM),
+            }));
         }
     }
     valid

@@ -798,3 +798,12 @@ fn server_tls_refusals_name_their_path() {
     let misspelt = paths(&format!("[server]\n[server.tls]\ncrt = \"x\"\n{BASE}"));
     assert_eq!(misspelt, ["server.tls.crt", "server.tls.cert", "server.tls.key"]);
 }
+
+#[test]
+fn stream_is_on_by_default_and_a_route_can_opt_out() {
+    assert!(parse(BASE).unwrap().routes[0].stream);
+    let off = BASE.replacen("deadline = \"250ms\"", "deadline = \"250ms\"\nstream = false", 1);
+    assert!(!parse(&off).unwrap().routes[0].stream);
+    let wrong = BASE.replacen("deadline = \"250ms\"", "deadline = \"250ms\"\nstream = \"no\"", 1);
+    assert_eq!(paths(&wrong), ["routes[0].stream"]);
+}

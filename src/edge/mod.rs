@@ -12,6 +12,7 @@ pub mod guard;
 pub mod proxy;
 pub mod request_body;
 pub mod request_id;
+pub mod stream;
 pub mod tls;
 pub mod trace;
 
@@ -62,6 +63,10 @@ pub fn listen(gateway: Arc<Gateway>, server: &ServerConfig) -> io::Result<EdgeLi
         App::new().app_data(data.clone()).default_service(web::to(dispatch))
     })
     .workers(server.workers.max(1))
+    // A streamed page writes each event as it is ready: with Nagle's
+    // algorithm an event behind one still unacknowledged waits for the
+    // client's delayed ACK (40-200 ms). nginx's `tcp_nodelay on`, too.
+    .tcp_nodelay(true)
     .client_request_timeout(server.client_timeout)
     .keep_alive(server.keep_alive)
     .shutdown_timeout(server.shutdown_grace.as_secs().max(1))
@@ -153,9 +158,16 @@ async fn dispatch(
             (proxy.config.prefix.as_str(), &proxy.responses, refusal, None, None)
         }
         (Target::Page(route, raw), None) => {
-            let (response, log) =
-                compose::serve(&req, route, raw, identity, &per_request, arrived).await;
-            (route.config.path.as_str(), &route.responses, response, log, None)
+            let caller = compose::Caller {
+                runtime: &runtime,
+                request_id: &request_id,
+                trace_id: trace.trace_id(),
+                consumer,
+            };
+            let served =
+                compose::serve(&req, route, raw, identity, &per_request, arrived, caller).await;
+            logs_itself = served.logs_itself;
+            (route.config.path.as_str(), &route.responses, served.response, served.log, None)
         }
         (Target::Proxy(proxy), None) => {
             let request = proxy::ProxyRequest {

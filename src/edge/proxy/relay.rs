@@ -28,8 +28,8 @@ use crate::backend::client::forward::{BodyStream, Incoming, IncomingBody};
 use crate::backend::{Backend, FetchError, HeldPermit, Outcome};
 use crate::telemetry::access;
 
-/// What a proxied request's access line needs, kept for a body that ends
-/// after the handler returned.
+/// What a request's access line needs, kept for a body that ends after the
+/// handler returned (a proxied body, a streamed page).
 #[derive(Debug)]
 pub struct DeferredAccess {
     /// `X-Request-Id`.
@@ -141,19 +141,27 @@ impl RelayedBody {
         };
         drop(call.slot);
         if let Some(line) = &call.access {
-            access::write(&access::AccessLine {
-                request_id: line.request_id.to_str().unwrap_or("-"),
-                trace_id: &line.trace_id,
-                method: line.method.as_str(),
-                path: &line.path,
-                route: &line.route,
-                status: self.status,
-                elapsed: line.arrived.elapsed(),
-                page: None,
-                body_error,
-                consumer: line.consumer.as_deref(),
-            });
+            line.write(self.status, None, body_error);
         }
+    }
+}
+
+impl DeferredAccess {
+    /// Writes the line, `elapsed` to now: for a body (proxied or a streamed
+    /// page) that ended after the handler returned.
+    pub fn write(&self, status: u16, page: Option<(bool, &str)>, body_error: Option<&str>) {
+        access::write(&access::AccessLine {
+            request_id: self.request_id.to_str().unwrap_or("-"),
+            trace_id: &self.trace_id,
+            method: self.method.as_str(),
+            path: &self.path,
+            route: &self.route,
+            status,
+            elapsed: self.arrived.elapsed(),
+            page,
+            body_error,
+            consumer: self.consumer.as_deref(),
+        });
     }
 }
 
