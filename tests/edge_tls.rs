@@ -325,3 +325,31 @@ async fn a_handshake_that_never_completes_is_closed() {
     assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
     gateway.stop(false).await;
 }
+
+/// A streamed page (server-sent events) over h2: the same events as over
+/// HTTP/1.1, section by section, then the page event.
+#[actix_rt::test]
+async fn a_streamed_page_over_h2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = TestCert::new();
+    let (cert_path, key_path) = cert.write(dir.path());
+    let service = shop();
+    let toml = format!("{}{}", listen_tls(&cert_path, &key_path, "1.2"), routes(&service));
+    let gateway = support::start_gateway(&toml).await;
+    let config = client_config(&[&cert.der], &[b"h2"], &[&TLS13]);
+    let client = TlsClient::connect(gateway.addr, config).await;
+    let stream =
+        client.send("GET", "/products/7", &[("accept", "text/event-stream")], TlsBody::Empty).await;
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.version, http::Version::HTTP_2);
+    assert_eq!(stream.header("content-type"), Some("text/event-stream"));
+    let text = String::from_utf8_lossy(&stream.body).into_owned();
+    let events: Vec<&str> = text.lines().filter_map(|line| line.strip_prefix("event: ")).collect();
+    let mut sections = events[..events.len() - 1].to_vec();
+    sections.sort_unstable();
+    assert_eq!(sections, ["section", "section"], "{text}");
+    assert_eq!(events.last(), Some(&"page"), "{text}");
+    assert!(text.contains(r#""name":"product""#) && text.contains(r#""name":"price""#), "{text}");
+    assert!(text.contains(r#""path":"/products/7""#), "bodies embedded: {text}");
+    gateway.stop(false).await;
+}
