@@ -368,3 +368,107 @@ async fn a_reload_keeps_the_jwks_when_auth_jwt_is_unchanged() {
     assert_eq!(get_with(gateway.addr, "/orders/1", &good).await.status, 200);
     gateway.stop(false).await;
 }
+
+/// A JWK set served over HTTPS (a TLS server made in the test, its own
+/// certificate as `jwks_ca`), counting the requests it answers.
+struct HttpsIdp {
+    addr: std::net::SocketAddr,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+fn https_idp(cert: &support::tls::TestCert, body: String) -> HttpsIdp {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let chain = vec![cert.der.clone()];
+    let key =
+        <rustls::pki_types::PrivateKeyDer as rustls::pki_types::pem::PemObject>::from_pem_slice(
+            cert.key_pem.as_bytes(),
+        )
+        .expect("key");
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let addr = listener.local_addr().expect("addr");
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else { continue };
+                let (acceptor, body, counted) = (acceptor.clone(), body.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+    });
+    HttpsIdp { addr, calls }
+}
+
+/// `jwks_url` over HTTPS: the set is fetched through TLS, trusting
+/// `jwks_ca`, and tokens verify; an IdP whose certificate no root vouches
+/// for is never trusted (503 auth_unavailable, nothing fetched).
+#[actix_rt::test]
+async fn a_jwks_url_over_https_is_fetched_and_an_untrusted_one_is_not() {
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().expect("dir");
+    let idp_cert = support::tls::TestCert::new();
+    let (ca_path, _) = idp_cert.write(dir.path());
+    let set = jwks(&[jwk(Algorithm::RS256, RSA_K1, "k1")]);
+    let idp = https_idp(&idp_cert, set.clone());
+    let service = FakeBackend::start(Reply::ok(r#"{"id":1}"#));
+    let profiles = profile_service();
+    let https_config = |url: String, ca: Option<&std::path::Path>| {
+        let ca =
+            ca.map(|p| format!("jwks_ca = {:?}\n", p.display().to_string())).unwrap_or_default();
+        config("unused", &service, &profiles).replace(
+            "jwks_url = \"http://unused/.well-known/jwks.json\"\n",
+            &format!("jwks_url = \"{url}\"\n{ca}"),
+        )
+    };
+    let url = format!("https://{}/.well-known/jwks.json", idp.addr);
+    let gateway = start_gateway(&https_config(url.clone(), Some(&ca_path))).await;
+    let good = sign(Algorithm::RS256, RSA_K1, "k1", &claims("user-1"));
+    assert!(
+        eventually(Duration::from_secs(5), || idp.calls.load(Ordering::SeqCst) >= 1).await,
+        "the JWKS is fetched over TLS at start"
+    );
+    let page = get_with(gateway.addr, "/orders/1", &good).await;
+    assert_eq!(page.status, 200, "{}", String::from_utf8_lossy(&page.body));
+    gateway.stop(false).await;
+
+    // The same IdP without its CA: the handshake fails, no set is taken.
+    let before = idp.calls.load(Ordering::SeqCst);
+    let gateway = start_gateway(&https_config(url, None)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let refused = get_with(gateway.addr, "/orders/1", &good).await;
+    assert_eq!(refused.status, 503, "{}", String::from_utf8_lossy(&refused.body));
+    assert_eq!(refused.json()["error"], "auth_unavailable");
+    assert_eq!(idp.calls.load(Ordering::SeqCst), before, "no request got through the handshake");
+    gateway.stop(false).await;
+}

@@ -70,6 +70,7 @@ const NOT_A_CLAIM_HEADER: &[&str] = &[
 pub(crate) struct RawJwt {
     pub jwks_url: Option<String>,
     pub jwks_file: Option<String>,
+    pub jwks_ca: Option<String>,
     pub secret: Option<String>,
     pub issuer: Option<String>,
     pub audiences: Option<Vec<String>>,
@@ -114,6 +115,15 @@ pub enum JwtKeys {
         /// Path and query to ask for.
         target: String,
     },
+    /// A JWK set fetched over HTTPS (awc with rustls): the system's roots
+    /// and `jwks_ca`'s are trusted.
+    Https {
+        /// As written.
+        url: String,
+        /// The client's TLS config, built when the config is read (the
+        /// system store and `jwks_ca` are files: read off the request path).
+        tls: JwksTls,
+    },
     /// A JWK set in a file, read when the config is.
     File {
         /// As written.
@@ -123,6 +133,28 @@ pub enum JwtKeys {
     },
     /// An HS256 shared secret.
     Secret(Secret),
+}
+
+/// The TLS client config of an `https://` `jwks_url`. Two are equal when
+/// `jwks_ca` held the same bytes (the system store is taken as unchanged),
+/// so a reload that changes nothing keeps the fetched keys.
+#[derive(Clone)]
+pub struct JwksTls {
+    /// Trusting the system's roots and `jwks_ca`'s.
+    pub config: Arc<rustls::ClientConfig>,
+    ca_digest: Option<[u8; 32]>,
+}
+
+impl PartialEq for JwksTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.ca_digest == other.ca_digest
+    }
+}
+
+impl std::fmt::Debug for JwksTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksTls").field("jwks_ca", &self.ca_digest.is_some()).finish()
+    }
 }
 
 /// A shared secret; never shown.
@@ -171,7 +203,7 @@ pub(crate) fn jwt(raw: RawJwt, key_header: Option<&str>, sink: &mut Sink) -> Opt
     let shared_secret = raw.secret.is_some() && written.len() == 1;
     let algorithms = algorithms(raw.algorithms, shared_secret, sink);
     let keys = if ok {
-        keys(raw.jwks_url, raw.jwks_file, raw.secret, algorithms.as_deref(), sink)
+        keys(raw.jwks_url, raw.jwks_file, raw.jwks_ca, raw.secret, algorithms.as_deref(), sink)
     } else {
         None
     };
@@ -293,11 +325,20 @@ fn algorithms(
 fn keys(
     url: Option<String>,
     file: Option<String>,
+    ca: Option<String>,
     secret: Option<String>,
     algorithms: Option<&[Algorithm]>,
     sink: &mut Sink,
 ) -> Option<JwtKeys> {
+    let https = url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    if ca.is_some() && !https {
+        sink.push("auth.jwt.jwks_ca", "only an https:// jwks_url uses a CA file");
+        return None;
+    }
     if let Some(url) = url {
+        if https {
+            return jwks_https(url, ca, sink);
+        }
         return jwks_url(url, sink);
     }
     if let Some(secret) = secret {
@@ -338,17 +379,84 @@ fn keys(
     Some(JwtKeys::File { path: PathBuf::from(path), jwks: jwks.into() })
 }
 
-fn jwks_url(url: String, sink: &mut Sink) -> Option<JwtKeys> {
+/// Largest `jwks_ca` file.
+const MAX_CA_FILE: u64 = 1024 * 1024;
+
+/// An `https://` `jwks_url`: the URL checked and the TLS client config
+/// built, trusting the system's roots and the PEM certificates of `ca`.
+fn jwks_https(url: String, ca: Option<String>, sink: &mut Sink) -> Option<JwtKeys> {
     let at = "auth.jwt.jwks_url";
-    let example = "e.g. \"http://127.0.0.1:8900/.well-known/jwks.json\"";
-    if url.starts_with("https://") {
-        // mosaic's client speaks plain HTTP/1.1.
+    let parsed = url::Url::parse(&url).ok().filter(|u| {
+        u.host_str().is_some_and(|h| !h.is_empty())
+            && u.username().is_empty()
+            && u.password().is_none()
+    });
+    if parsed.is_none() {
         sink.push(
             at,
-            format!("https is not built in: {url:?} (serve the set on a local or internal http:// address, or use jwks_file; {example})"),
+            format!("invalid URL {url:?} (e.g. \"https://id.example.com/.well-known/jwks.json\")"),
         );
         return None;
     }
+    let mut roots = rustls::RootCertStore::empty();
+    // The system store; certificates it cannot parse are skipped (as
+    // curl does), and an empty store is fine when `jwks_ca` names the CA.
+    let native = rustls_native_certs::load_native_certs();
+    let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+    let mut ca_digest = None;
+    if let Some(path) = ca {
+        let at = "auth.jwt.jwks_ca";
+        let read = std::fs::File::open(&path).and_then(|f| {
+            let mut bytes = Vec::new();
+            f.take(MAX_CA_FILE + 1).read_to_end(&mut bytes).map(|_| bytes)
+        });
+        let pem = match read {
+            Ok(bytes) if bytes.len() as u64 <= MAX_CA_FILE => bytes,
+            Ok(_) => {
+                sink.push(at, format!("{path:?} is larger than 1 MiB: not a PEM file"));
+                return None;
+            }
+            Err(e) => {
+                sink.push(at, format!("cannot read {path:?}: {e}"));
+                return None;
+            }
+        };
+        use rustls::pki_types::pem::PemObject as _;
+        let certs: Result<Vec<_>, _> =
+            rustls::pki_types::CertificateDer::pem_slice_iter(&pem).collect();
+        match certs {
+            Ok(certs) if !certs.is_empty() => {
+                let (ok, _) = roots.add_parsable_certificates(certs);
+                if ok == 0 {
+                    sink.push(at, format!("{path:?}: no usable CA certificate"));
+                    return None;
+                }
+            }
+            _ => {
+                sink.push(at, format!("{path:?} holds no PEM CERTIFICATE block"));
+                return None;
+            }
+        }
+        use sha2::Digest as _;
+        ca_digest = Some(sha2::Sha256::digest(&pem).into());
+    } else if added == 0 {
+        sink.push(
+            at,
+            "no trusted roots: the system has no CA certificates (install ca-certificates) and auth.jwt.jwks_ca is not set",
+        );
+        return None;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(super::tls_provider())
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Some(JwtKeys::Https { url, tls: JwksTls { config: Arc::new(config), ca_digest } })
+}
+
+fn jwks_url(url: String, sink: &mut Sink) -> Option<JwtKeys> {
+    let at = "auth.jwt.jwks_url";
+    let example = "e.g. \"http://127.0.0.1:8900/.well-known/jwks.json\"";
     let parsed = url::Url::parse(&url).ok().filter(|u| {
         u.scheme() == "http"
             && u.host_str().is_some_and(|h| !h.is_empty())

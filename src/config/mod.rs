@@ -39,7 +39,7 @@ mod tests;
 
 pub use amqp::parse_uri as parse_amqp_uri;
 pub use error::{ConfigError, ConfigErrors};
-pub use jwt::{JwtConfig, JwtKeys, Secret};
+pub use jwt::{JwksTls, JwtConfig, JwtKeys, Secret};
 pub use model::*;
 pub use redis::from_url as redis_from_url;
 pub use tls::{provider as tls_provider, TlsConfig, TlsVersion};

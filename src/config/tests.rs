@@ -648,10 +648,16 @@ fn jwt_mistakes_are_named_by_path() {
         (format!("{url}\nalgorithms = []"), "", "auth.jwt.algorithms"),
         ("jwks_url = \"http://127.0.0.1:8900/jwks.json\"".into(), "", "auth.jwt.audiences"),
         (
-            "jwks_url = \"https://id.example.com/jwks\"\naudiences = [\"a\"]".into(),
+            "jwks_url = \"https://id.example.com/jwks\"\naudiences = [\"a\"]\njwks_ca = \"/nonexistent/ca.pem\"".into(),
             "",
-            "auth.jwt.jwks_url",
+            "auth.jwt.jwks_ca",
         ),
+        (
+            "jwks_url = \"http://id.example.com/jwks\"\naudiences = [\"a\"]\njwks_ca = \"/etc/hostname\"".into(),
+            "",
+            "auth.jwt.jwks_ca",
+        ),
+        ("jwks_url = \"https://user:pw@id.example.com/jwks\"\naudiences = [\"a\"]".into(), "", "auth.jwt.jwks_url"),
         ("jwks_url = \"ftp://x/y\"\naudiences = [\"a\"]".into(), "", "auth.jwt.jwks_url"),
         (
             "jwks_file = \"/nonexistent/jwks.json\"\naudiences = [\"a\"]".into(),

@@ -62,6 +62,8 @@ enum FetchError {
     Timeout,
     #[error("request failed: {0:?}")]
     Request(crate::backend::FetchError),
+    #[error("https request failed: {0}")]
+    Https(String),
     #[error("status {0}")]
     Status(u16),
     #[error(transparent)]
@@ -208,12 +210,31 @@ fn key(jwk: &Jwk, accepted: &[Algorithm]) -> Option<Key> {
 /// Where `jwks_url` points, split for mosaic's client.
 #[derive(Debug, Clone)]
 struct Remote {
-    /// `jwks_url`, for logs.
+    /// `jwks_url`, for logs (and the request, over HTTPS).
     url: String,
-    /// `host:port`.
-    address: String,
-    /// Path and query.
-    target: String,
+    /// How it is reached.
+    via: Via,
+}
+
+/// Plain HTTP through mosaic's own client, or HTTPS through awc.
+#[derive(Clone)]
+enum Via {
+    Http {
+        /// `host:port`.
+        address: String,
+        /// Path and query.
+        target: String,
+    },
+    Https(Arc<rustls::ClientConfig>),
+}
+
+impl std::fmt::Debug for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Via::Http { .. } => "http",
+            Via::Https(_) => "https",
+        })
+    }
 }
 
 /// The keys of one `[auth.jwt]`, shared by every worker; kept across reloads
@@ -249,9 +270,15 @@ impl KeyStore {
     pub fn start(config: &JwtConfig, control: &ArbiterHandle) -> Arc<KeyStore> {
         let (remote, fixed) = match &config.keys {
             JwtKeys::Url { url, address, target } => (
-                Some(Remote { url: url.clone(), address: address.clone(), target: target.clone() }),
+                Some(Remote {
+                    url: url.clone(),
+                    via: Via::Http { address: address.clone(), target: target.clone() },
+                }),
                 None,
             ),
+            JwtKeys::Https { url, tls } => {
+                (Some(Remote { url: url.clone(), via: Via::Https(tls.config.clone()) }), None)
+            }
             JwtKeys::File { jwks, .. } => (None, KeySet::parse(jwks, &config.algorithms).ok()),
             JwtKeys::Secret(secret) => (None, KeySet::secret(secret.expose())),
         };
@@ -339,9 +366,13 @@ impl KeyStore {
 
 /// Fetches and parses the set at `remote`.
 async fn fetch(remote: &Remote, accepted: &[Algorithm]) -> Result<KeySet, FetchError> {
+    let (address, target) = match &remote.via {
+        Via::Http { address, target } => (address, target),
+        Via::Https(tls) => return fetch_https(&remote.url, tls, accepted).await,
+    };
     let reply = tokio::time::timeout(
         FETCH_TIMEOUT,
-        crate::backend::client::get(&remote.address, &remote.target, &[], MAX_JWKS_BYTES),
+        crate::backend::client::get(address, target, &[], MAX_JWKS_BYTES),
     )
     .await
     .map_err(|_| FetchError::Timeout)?
@@ -350,6 +381,54 @@ async fn fetch(remote: &Remote, accepted: &[Algorithm]) -> Result<KeySet, FetchE
         return Err(FetchError::Status(reply.status));
     }
     Ok(KeySet::parse(&reply.body, accepted)?)
+}
+
+/// The same over HTTPS with awc, a new connection each time (a fetch is
+/// rare). No redirects are followed (the set must be where the file says),
+/// the exchange is held to [`FETCH_TIMEOUT`] and the body to
+/// [`MAX_JWKS_BYTES`]. awc's futures are not `Send`, and the fetch runs in
+/// tasks spawned onto the control arbiter from other threads: the request
+/// is its own local task on the arbiter's thread, and this future only
+/// waits for its answer.
+async fn fetch_https(
+    url: &str,
+    tls: &Arc<rustls::ClientConfig>,
+    accepted: &[Algorithm],
+) -> Result<KeySet, FetchError> {
+    let (done, answer) = tokio::sync::oneshot::channel();
+    let (url, tls) = (url.to_string(), tls.clone());
+    actix_rt::spawn(async move {
+        let _ = done.send(https_get(&url, tls).await);
+    });
+    let (status, body) = tokio::time::timeout(FETCH_TIMEOUT, answer)
+        .await
+        .map_err(|_| FetchError::Timeout)?
+        .map_err(|_| FetchError::Https("the request task ended".into()))??;
+    if status != 200 {
+        return Err(FetchError::Status(status));
+    }
+    Ok(KeySet::parse(&body, accepted)?)
+}
+
+/// One GET of `url` over HTTPS: status and body.
+async fn https_get(
+    url: &str,
+    tls: Arc<rustls::ClientConfig>,
+) -> Result<(u16, bytes::Bytes), FetchError> {
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(tls).timeout(FETCH_TIMEOUT))
+        .timeout(FETCH_TIMEOUT)
+        .disable_redirects()
+        .finish();
+    let mut response =
+        client.get(url).send().await.map_err(|e| FetchError::Https(e.to_string()))?;
+    let status = response.status().as_u16();
+    let body = response
+        .body()
+        .limit(MAX_JWKS_BYTES)
+        .await
+        .map_err(|e| FetchError::Https(e.to_string()))?;
+    Ok((status, body))
 }
 
 /// Fetches at start, then every `refresh`; after a failure sooner, until
