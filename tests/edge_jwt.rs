@@ -385,9 +385,7 @@ fn https_idp(cert: &support::tls::TestCert, body: String) -> HttpsIdp {
             cert.key_pem.as_bytes(),
         )
         .expect("key");
-    #[allow(deprecated)]
-    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let config = rustls::ServerConfig::builder_with_provider(mosaic::config::tls_provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_no_client_auth()

@@ -48,6 +48,20 @@ fn shop() -> FakeBackend {
     })
 }
 
+/// The shop's routes over HTTPS (`min_version = "1.2"`) with a new
+/// certificate: its directory (keep it), the certificate, the service and
+/// the gateway.
+async fn shop_over_tls(
+) -> (tempfile::TempDir, TestCert, FakeBackend, mosaic::gateway::RunningGateway) {
+    let dir = tempfile::tempdir().expect("dir");
+    let cert = TestCert::new();
+    let (cert_path, key_path) = cert.write(dir.path());
+    let service = shop();
+    let toml = format!("{}{}", listen_tls(&cert_path, &key_path, "1.2"), routes(&service));
+    let gateway = support::start_gateway(&toml).await;
+    (dir, cert, service, gateway)
+}
+
 fn page_is_whole(answer: &TlsAnswer) {
     assert_eq!(answer.status, 200, "{}", String::from_utf8_lossy(&answer.body));
     let page = answer.json();
@@ -62,12 +76,7 @@ fn page_is_whole(answer: &TlsAnswer) {
 /// `X-Forwarded-Proto: https` and the host, and h2 multiplexes.
 #[actix_rt::test]
 async fn pages_and_proxy_routes_over_h2_and_http1() {
-    let dir = tempfile::tempdir().expect("dir");
-    let cert = TestCert::new();
-    let (cert_path, key_path) = cert.write(dir.path());
-    let service = shop();
-    let toml = format!("{}{}", listen_tls(&cert_path, &key_path, "1.2"), routes(&service));
-    let gateway = support::start_gateway(&toml).await;
+    let (_dir, cert, service, gateway) = shop_over_tls().await;
     let addr = gateway.addr;
 
     // h2 first in the client's offer: chosen.
@@ -255,12 +264,7 @@ async fn a_large_answer_streams_over_h2_byte_exact() {
 #[actix_rt::test]
 async fn h2_connections_are_bounded_in_streams_and_headers() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().expect("dir");
-    let cert = TestCert::new();
-    let (cert_path, key_path) = cert.write(dir.path());
-    let service = shop();
-    let toml = format!("{}{}", listen_tls(&cert_path, &key_path, "1.2"), routes(&service));
-    let gateway = support::start_gateway(&toml).await;
+    let (_dir, cert, _service, gateway) = shop_over_tls().await;
     let config = client_config(&[&cert.der], &[b"h2"], &[&TLS13]);
 
     let mut raw = handshake(gateway.addr, config.clone()).await.expect("handshake");
@@ -295,12 +299,7 @@ async fn h2_connections_are_bounded_in_streams_and_headers() {
 #[actix_rt::test]
 async fn a_handshake_that_never_completes_is_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().expect("dir");
-    let cert = TestCert::new();
-    let (cert_path, key_path) = cert.write(dir.path());
-    let service = shop();
-    let toml = format!("{}{}", listen_tls(&cert_path, &key_path, "1.2"), routes(&service));
-    let gateway = support::start_gateway(&toml).await;
+    let (_dir, cert, _service, gateway) = shop_over_tls().await;
 
     let started = std::time::Instant::now();
     let mut silent = tokio::net::TcpStream::connect(gateway.addr).await.expect("connect");
@@ -330,12 +329,7 @@ async fn a_handshake_that_never_completes_is_closed() {
 /// HTTP/1.1, section by section, then the page event.
 #[actix_rt::test]
 async fn a_streamed_page_over_h2() {
-    let dir = tempfile::tempdir().expect("dir");
-    let cert = TestCert::new();
-    let (cert_path, key_path) = cert.write(dir.path());
-    let service = shop();
-    let toml = format!("{}{}", listen_tls(&cert_path, &key_path, "1.2"), routes(&service));
-    let gateway = support::start_gateway(&toml).await;
+    let (_dir, cert, _service, gateway) = shop_over_tls().await;
     let config = client_config(&[&cert.der], &[b"h2"], &[&TLS13]);
     let client = TlsClient::connect(gateway.addr, config).await;
     let stream =

@@ -144,6 +144,39 @@ pub(crate) fn non_empty(value: Option<String>) -> Option<String> {
     value.filter(|v| !v.is_empty())
 }
 
+/// The bytes of the file at `path` that a config key names (`at`), at most
+/// `max` of them (`what` says what the file should be, for the error when
+/// it is larger): `None` after reporting why it cannot be used.
+pub(crate) fn read_bounded_file(
+    path: &str,
+    max: u64,
+    what: &str,
+    at: &str,
+    sink: &mut super::sink::Sink,
+) -> Option<Vec<u8>> {
+    use std::io::Read as _;
+    let read = std::fs::File::open(path).and_then(|f| {
+        let mut bytes = Vec::new();
+        f.take(max + 1).read_to_end(&mut bytes).map(|_| bytes)
+    });
+    match read {
+        Ok(bytes) if bytes.len() as u64 > max => {
+            let limit = if max.is_multiple_of(1 << 20) {
+                format!("{} MiB", max >> 20)
+            } else {
+                format!("{} KiB", max >> 10)
+            };
+            sink.push(at, format!("{path:?} is larger than {limit}: not {what}"));
+            None
+        }
+        Ok(bytes) => Some(bytes),
+        Err(e) => {
+            sink.push(at, format!("cannot read {path:?}: {e}"));
+            None
+        }
+    }
+}
+
 /// Whether `name` is an HTTP header name (RFC 9110 `token`).
 pub(crate) fn is_header_token(name: &str) -> bool {
     !name.is_empty()

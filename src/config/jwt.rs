@@ -13,7 +13,6 @@
 //! refuse a file that holds no usable key.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,7 @@ use std::time::Duration;
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
-use super::fields::{duration_or, is_header_token, non_empty};
+use super::fields::{duration_or, is_header_token, non_empty, read_bounded_file};
 use super::sink::{index_path, key_path, Sink};
 
 /// Default `leeway`: clock skew allowed on `exp` and `nbf`.
@@ -354,21 +353,7 @@ fn keys(
     }
     let path = file?;
     let at = "auth.jwt.jwks_file";
-    let read = std::fs::File::open(&path).and_then(|f| {
-        let mut bytes = Vec::new();
-        f.take(MAX_JWKS_FILE + 1).read_to_end(&mut bytes).map(|_| bytes)
-    });
-    let jwks = match read {
-        Ok(bytes) if bytes.len() as u64 > MAX_JWKS_FILE => {
-            sink.push(at, format!("{path:?} is larger than 1 MiB: not a JWK set"));
-            return None;
-        }
-        Ok(bytes) => bytes,
-        Err(e) => {
-            sink.push(at, format!("cannot read {path:?}: {e}"));
-            return None;
-        }
-    };
+    let jwks = read_bounded_file(&path, MAX_JWKS_FILE, "a JWK set", at, sink)?;
     // Without valid algorithms there is nothing to check the keys against
     // (that error is reported already).
     let algorithms = algorithms?;
@@ -406,21 +391,7 @@ fn jwks_https(url: String, ca: Option<String>, sink: &mut Sink) -> Option<JwtKey
     let mut ca_digest = None;
     if let Some(path) = ca {
         let at = "auth.jwt.jwks_ca";
-        let read = std::fs::File::open(&path).and_then(|f| {
-            let mut bytes = Vec::new();
-            f.take(MAX_CA_FILE + 1).read_to_end(&mut bytes).map(|_| bytes)
-        });
-        let pem = match read {
-            Ok(bytes) if bytes.len() as u64 <= MAX_CA_FILE => bytes,
-            Ok(_) => {
-                sink.push(at, format!("{path:?} is larger than 1 MiB: not a PEM file"));
-                return None;
-            }
-            Err(e) => {
-                sink.push(at, format!("cannot read {path:?}: {e}"));
-                return None;
-            }
-        };
+        let pem = read_bounded_file(&path, MAX_CA_FILE, "a PEM file", at, sink)?;
         use rustls::pki_types::pem::PemObject as _;
         let certs: Result<Vec<_>, _> =
             rustls::pki_types::CertificateDer::pem_slice_iter(&pem).collect();

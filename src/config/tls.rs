@@ -6,7 +6,6 @@
 //! mismatched pair with the TOML path, and the pair in service is never
 //! replaced by one that cannot complete a handshake.
 
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -159,21 +158,7 @@ fn required(value: Option<String>, at: &str, example: &str, sink: &mut Sink) -> 
 }
 
 fn read_pem(path: &str, at: &str, sink: &mut Sink) -> Option<Vec<u8>> {
-    let read = std::fs::File::open(path).and_then(|f| {
-        let mut bytes = Vec::new();
-        f.take(MAX_PEM_FILE + 1).read_to_end(&mut bytes).map(|_| bytes)
-    });
-    match read {
-        Ok(bytes) if bytes.len() as u64 > MAX_PEM_FILE => {
-            sink.push(at, format!("{path:?} is larger than 1 MiB: not a PEM file"));
-            None
-        }
-        Ok(bytes) => Some(bytes),
-        Err(e) => {
-            sink.push(at, format!("cannot read {path:?}: {e}"));
-            None
-        }
-    }
+    super::fields::read_bounded_file(path, MAX_PEM_FILE, "a PEM file", at, sink)
 }
 
 fn chain(pem: &[u8], path: &str, sink: &mut Sink) -> Option<Vec<CertificateDer<'static>>> {

@@ -71,10 +71,9 @@ listen = "127.0.0.1:0"
     )
 }
 
-/// The ring provider, as mosaic uses.
-#[allow(deprecated)]
+/// The crypto provider mosaic uses.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    mosaic::config::tls_provider()
 }
 
 /// A client config trusting `roots` (their DER), offering `alpn`, limited

@@ -145,13 +145,14 @@ impl<C: Clock + Clone> Limiter<C> {
         remaining: u32,
         reset_secs: u64,
     ) -> actix_web::http::header::HeaderValue {
-        let mut line = Vec::with_capacity(self.state_prefix.len() + 32);
+        let mut line = bytes::BytesMut::with_capacity(self.state_prefix.len() + 32);
         line.extend_from_slice(&self.state_prefix);
         let mut digits = crate::digits::Digits::default();
         line.extend_from_slice(crate::digits::decimal(remaining.into(), 1, &mut digits).as_bytes());
         line.extend_from_slice(b", reset=");
         line.extend_from_slice(crate::digits::decimal(reset_secs, 1, &mut digits).as_bytes());
-        actix_web::http::header::HeaderValue::from_bytes(&line)
+        // Taken over as it is (digits and the prefix: a valid value).
+        actix_web::http::header::HeaderValue::from_maybe_shared(line.freeze())
             .unwrap_or_else(|_| actix_web::http::header::HeaderValue::from_static(""))
     }
 

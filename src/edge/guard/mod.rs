@@ -241,16 +241,16 @@ impl Gate {
         let limit = match binding {
             None => None,
             Some((Verdict::Limited { retry_after }, limiter)) => {
+                let retry_after = ceil_secs(retry_after).max(1);
                 return Err(Refusal::Limited {
                     config: *limiter.config(),
-                    policy: limiter.policy_header().clone(),
+                    headers: limit_headers(limiter, 0, retry_after),
                     retry_after,
                 });
             }
-            Some((Verdict::Allowed { remaining, reset }, limiter)) => Some(LimitHeaders {
-                policy: limiter.policy_header().clone(),
-                state: limiter.state_header(remaining, ceil_secs(reset)),
-            }),
+            Some((Verdict::Allowed { remaining, reset }, limiter)) => {
+                Some(limit_headers(limiter, remaining, ceil_secs(reset)))
+            }
         };
         let (caller, set) = match (consumer, token) {
             (Some(consumer), _) => {
@@ -349,10 +349,10 @@ pub enum Refusal {
     Limited {
         /// The limit that refused.
         config: RateLimitConfig,
-        /// Its `RateLimit-Policy`.
-        policy: HeaderValue,
-        /// Until a request would pass.
-        retry_after: std::time::Duration,
+        /// Its `RateLimit-Policy` and `RateLimit` (nothing remaining).
+        headers: LimitHeaders,
+        /// Whole seconds until a request would pass (at least 1).
+        retry_after: u64,
     },
 }
 
@@ -361,8 +361,8 @@ impl Refusal {
     pub fn into_response(self) -> HttpResponse {
         match self {
             Refusal::Unauthorized { challenge, detail } => unauthorized(challenge, &detail),
-            Refusal::Limited { config, policy, retry_after } => {
-                too_many_requests(&config, policy, retry_after)
+            Refusal::Limited { config, headers, retry_after } => {
+                too_many_requests(&config, headers, retry_after)
             }
             Refusal::Token(refusal) => refusal.into_response(),
         }
@@ -437,21 +437,28 @@ pub(super) fn window(per: std::time::Duration) -> String {
     }
 }
 
+/// `RateLimit-Policy` and `RateLimit` of `limiter` with `remaining`
+/// requests left and the bucket whole again in `reset_secs`.
+fn limit_headers(limiter: &Limiter, remaining: u32, reset_secs: u64) -> LimitHeaders {
+    LimitHeaders {
+        policy: limiter.policy_header().clone(),
+        state: limiter.state_header(remaining, reset_secs),
+    }
+}
+
+/// 429; `seconds`: whole seconds until a request would pass (at least 1).
 fn too_many_requests(
     config: &RateLimitConfig,
-    policy: HeaderValue,
-    retry_after: std::time::Duration,
+    headers: LimitHeaders,
+    seconds: u64,
 ) -> HttpResponse {
-    let seconds = ceil_secs(retry_after).max(1);
     let mut response = super::error_response(
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         Some(&format!("{} requests per {}s", config.requests, window(config.per))),
     );
     response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-    let state = format!("limit={}, remaining=0, reset={seconds}", config.requests);
-    let state = HeaderValue::from_str(&state).unwrap_or_else(|_| HeaderValue::from_static(""));
-    LimitHeaders { policy, state }.apply(&mut response);
+    headers.apply(&mut response);
     response
 }
 
