@@ -470,3 +470,35 @@ async fn a_jwks_url_over_https_is_fetched_and_an_untrusted_one_is_not() {
     assert_eq!(idp.calls.load(Ordering::SeqCst), before, "no request got through the handshake");
     gateway.stop(false).await;
 }
+
+/// An HTTPS IdP that accepts and then never says a word (no handshake):
+/// the fetch gives up within its bound, a JWT request waits at most its
+/// 1 s for keys and gets 503, and nothing else waits on it.
+#[actix_rt::test]
+async fn a_silent_https_idp_costs_a_request_at_most_its_wait() {
+    let dir = tempfile::tempdir().expect("dir");
+    let ca = support::tls::TestCert::new();
+    let (ca_path, _) = ca.write(dir.path());
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = silent.local_addr().expect("addr");
+    // Accepted connections are kept open and never read.
+    let held = std::thread::spawn(move || silent.incoming().take(8).collect::<Vec<_>>());
+    let service = FakeBackend::start(Reply::ok(r#"{"id":1}"#));
+    let profiles = profile_service();
+    let toml = config("unused", &service, &profiles).replace(
+        "jwks_url = \"http://unused/.well-known/jwks.json\"\n",
+        &format!(
+            "jwks_url = \"https://{addr}/.well-known/jwks.json\"\njwks_ca = {:?}\n",
+            ca_path.display().to_string()
+        ),
+    );
+    let gateway = start_gateway(&toml).await;
+    let good = sign(Algorithm::RS256, RSA_K1, "k1", &claims("user-1"));
+    let started = std::time::Instant::now();
+    let refused = get_with(gateway.addr, "/orders/1", &good).await;
+    assert_eq!(refused.status, 503, "{}", String::from_utf8_lossy(&refused.body));
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    assert_eq!(request(gateway.addr, "GET", "/open/1", &[], None).await.status, 200);
+    gateway.stop(false).await;
+    drop(held);
+}

@@ -347,3 +347,19 @@ async fn a_streamed_page_over_h2() {
     assert!(text.contains(r#""path":"/products/7""#), "bodies embedded: {text}");
     gateway.stop(false).await;
 }
+
+/// An h2 body of no declared length is held to `server.max_body` (1 MiB
+/// by default) as it streams: 413, and the service gets nothing past the
+/// limit.
+#[actix_rt::test]
+async fn an_undeclared_h2_body_over_max_body_is_refused() {
+    let (_dir, cert, service, gateway) = shop_over_tls().await;
+    let config = client_config(&[&cert.der], &[b"h2"], &[&TLS13]);
+    let client = TlsClient::connect(gateway.addr, config).await;
+    let chunks: Vec<Vec<u8>> = (0..20).map(|_| vec![b'x'; 64 * 1024]).collect();
+    let refused = client.send("POST", "/api/upload", &[], TlsBody::Chunks(chunks)).await;
+    assert_eq!(refused.status, 413, "{}", String::from_utf8_lossy(&refused.body));
+    assert!(service.requests().iter().all(|r| r.body.len() <= 1024 * 1024));
+    page_is_whole(&client.send("GET", "/products/7", &[], TlsBody::Empty).await);
+    gateway.stop(false).await;
+}
